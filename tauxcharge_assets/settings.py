@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pandas as pd
+
 STEP_MINUTES = 5
 WINDOW_STEPS = 288  # 24 h of 5-minute points: the sequence each forecast is made from
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -31,3 +33,9 @@ def default_mlflow_tracking_uri() -> str:
 
 def default_mlflow_artifact_location() -> str:
     return (data_dir() / "mlartifacts").as_uri()
+
+
+def to_utc(ts: object) -> pd.Timestamp:
+    """A UTC timestamp from anything pandas parses; naive values are taken as UTC."""
+    stamp = pd.Timestamp(ts)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
