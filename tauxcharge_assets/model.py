@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
 
-from tauxcharge_assets.settings import STEP_MINUTES, WINDOW_STEPS  # noqa: E402
+from tauxcharge_assets.settings import STEP_MINUTES, WINDOW_STEPS
 
 
 @dataclass(frozen=True)

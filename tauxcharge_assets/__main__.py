@@ -1,0 +1,102 @@
+"""Command line: ``python -m tauxcharge_assets es|simulate|load-nab|demo``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+
+def _es(args: argparse.Namespace) -> int:
+    from tauxcharge_assets import es_server
+
+    server = es_server.LocalServer(port=args.port)
+    if args.action == "start":
+        print(es_server.start(server))
+    elif args.action == "stop":
+        print("stopped" if es_server.stop(server) else "not running")
+    else:
+        print(json.dumps(es_server.status(server)))
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from tauxcharge_assets.demo import ensure_elasticsearch, load_simulation
+    from tauxcharge_assets.resources import elasticsearch_from_env
+    from tauxcharge_assets.simulator import SimulationSpec
+
+    ensure_elasticsearch()
+    resource = elasticsearch_from_env().process_config_and_initialize()
+    end = pd.Timestamp(args.end, tz="UTC") if args.end else pd.Timestamp.now(tz="UTC").floor("5min")
+    spec = SimulationSpec(n_names=args.names, days=args.days, end=end, seed=args.seed,
+                          recent_anomalies=args.recent_anomalies)
+    written = load_simulation(resource, spec, Path(args.labels))
+    print(f"wrote {written} documents; labels in {args.labels}")
+    return 0
+
+
+def _load_nab(args: argparse.Namespace) -> int:
+    from tauxcharge_assets import nab
+    from tauxcharge_assets.demo import ensure_elasticsearch
+    from tauxcharge_assets.es_store import bulk_write
+    from tauxcharge_assets.resources import elasticsearch_from_env
+
+    ensure_elasticsearch()
+    resource = elasticsearch_from_env().process_config_and_initialize()
+    series = nab.read_directory(Path(args.input))
+    written = bulk_write(resource.get_client(), resource.indices.metrics, nab.documents(series))
+    print(f"wrote {written} documents for {len(series)} names")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from tauxcharge_assets.demo import print_report, run_demo
+
+    end = pd.Timestamp(args.end, tz="UTC") if args.end else None
+    result = run_demo(n_names=args.names, days=args.days, end=end, replay_slots=args.replay_slots)
+    print_report(result)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    from dagster import BetaWarning, PreviewWarning
+
+    warnings.filterwarnings("ignore", category=PreviewWarning)  # partitioned asset checks are "preview"
+    warnings.filterwarnings("ignore", category=BetaWarning)
+    from tauxcharge_assets.nab import DEFAULT_NAB_DIR
+    from tauxcharge_assets.settings import data_dir
+
+    parser = argparse.ArgumentParser(prog="python -m tauxcharge_assets")
+    commands = parser.add_subparsers(dest="command", required=True)
+    es = commands.add_parser("es", help="manage the local Elasticsearch")
+    es.add_argument("action", choices=["start", "stop", "status"])
+    es.add_argument("--port", type=int, default=9200)
+    es.set_defaults(handler=_es)
+    sim = commands.add_parser("simulate", help="load simulated load rates into the metrics index")
+    sim.add_argument("--names", type=int, default=50)
+    sim.add_argument("--days", type=float, default=14.0)
+    sim.add_argument("--end", help="ISO timestamp of the end of the data (default: now)")
+    sim.add_argument("--seed", type=int, default=7)
+    sim.add_argument("--recent-anomalies", type=int, default=0)
+    sim.add_argument("--labels", default=str(data_dir() / "simulator_labels.json"))
+    sim.set_defaults(handler=_simulate)
+    load = commands.add_parser("load-nab", help="load the NAB realAWSCloudwatch CSVs into the metrics index")
+    load.add_argument("--input", default=str(DEFAULT_NAB_DIR))
+    load.set_defaults(handler=_load_nab)
+    demo = commands.add_parser("demo", help="run the main job end to end and print the results")
+    demo.add_argument("--names", type=int, default=50)
+    demo.add_argument("--days", type=float, default=14.0)
+    demo.add_argument("--end", help="ISO timestamp the demo ends at (default: today 00:00 UTC)")
+    demo.add_argument("--replay-slots", type=int, default=12)
+    demo.set_defaults(handler=_demo)
+    args = parser.parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

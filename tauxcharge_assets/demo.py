@@ -1,0 +1,168 @@
+"""The main job end to end: local Elasticsearch, simulator data, the asset graph, printed results.
+
+Runs are recorded in the Dagster instance under the data folder, so ``dagster dev`` shows them
+afterwards. The demo is anchored to a fixed end (midnight UTC by default): running it again the
+same day rewrites the same documents under the same ids and adds nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from dagster import DagsterInstance, materialize
+
+from tauxcharge_assets import es_server
+from tauxcharge_assets.assets import ALL_ASSETS, TICK_ASSETS, trained_model
+from tauxcharge_assets.checks import ALL_CHECKS
+from tauxcharge_assets.es_store import bulk_write, count_documents, scan_pit
+from tauxcharge_assets.partitions import partition_key_ending_at
+from tauxcharge_assets.registry import latest_version
+from tauxcharge_assets.resources import (
+    ElasticsearchResource,
+    MlflowResource,
+    elasticsearch_from_env,
+    mlflow_from_env,
+)
+from tauxcharge_assets.settings import STEP_MINUTES, data_dir, to_utc
+from tauxcharge_assets.simulator import SimulationSpec, save_labels, simulate
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def ensure_elasticsearch() -> str:
+    """The configured server, or the project's local one started on demand."""
+    if os.environ.get("TAUXCHARGE_ES_URL"):
+        return os.environ["TAUXCHARGE_ES_URL"]
+    url = es_server.start()
+    os.environ["TAUXCHARGE_ES_URL"] = url
+    return url
+
+
+def dagster_instance() -> DagsterInstance:
+    if not os.environ.get("DAGSTER_HOME"):
+        home = data_dir() / "dagster_home"
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "dagster.yaml").touch()
+        os.environ["DAGSTER_HOME"] = str(home)
+    return DagsterInstance.get()
+
+
+def load_simulation(elasticsearch: ElasticsearchResource, spec: SimulationSpec, labels_path: Path) -> int:
+    sim = simulate(spec)
+    save_labels(sim, labels_path)
+    client = elasticsearch.get_client()
+    return bulk_write(client, elasticsearch.indices.metrics, sim.documents())
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    partition_keys: list[str]
+    forecasts: pd.DataFrame
+    anomalies: pd.DataFrame
+    documents_before: dict[str, int]
+    documents_after: dict[str, int]
+
+
+def materialize_ticks(
+    partition_keys: list[str], resources: dict[str, object], instance: DagsterInstance | None = None
+) -> None:
+    for key in partition_keys:
+        result = materialize(
+            [*ALL_ASSETS, *ALL_CHECKS],
+            selection=TICK_ASSETS,
+            partition_key=key,
+            resources=resources,
+            instance=instance,
+            run_config=QUIET,
+            raise_on_error=True,
+        )
+        assert result.success, f"tick {key} failed"
+
+
+def train(resources: dict[str, object], train_until: pd.Timestamp, instance: DagsterInstance | None, **config) -> None:
+    materialize(
+        [*ALL_ASSETS],
+        selection=[trained_model],
+        resources=resources,
+        instance=instance,
+        run_config={
+            **QUIET,
+            "ops": {"trained_model": {"config": {"train_until": train_until.isoformat(), **config}}},
+        },
+    )
+
+
+def run_demo(
+    n_names: int = 50, days: float = 14.0, end: pd.Timestamp | None = None, replay_slots: int = 12, seed: int = 7
+) -> DemoResult:
+    ensure_elasticsearch()
+    end = to_utc(end) if end is not None else pd.Timestamp.now(tz="UTC").floor("D")
+    elasticsearch, mlflow = elasticsearch_from_env(), mlflow_from_env()
+    resources = _resources(elasticsearch, mlflow)
+    # Outside a run, EnvVar fields must be resolved explicitly before use.
+    elasticsearch = elasticsearch.process_config_and_initialize()
+    mlflow = mlflow.process_config_and_initialize()
+    instance = dagster_instance()
+    client = elasticsearch.get_client()
+    indices = elasticsearch.indices
+    before = {kind: count_documents(client, getattr(indices, kind)) for kind in ("metrics", "forecasts", "anomalies")}
+    spec = SimulationSpec(n_names=n_names, days=days, end=end, seed=seed, recent_anomalies=max(3, n_names // 10))
+    print(f"Loading {n_names} simulated names x {days:g} days ending {end} into {indices.metrics} ...", flush=True)
+    load_simulation(elasticsearch, spec, data_dir() / "simulator_labels.json")
+    step = pd.Timedelta(minutes=STEP_MINUTES)
+    train_until = end - replay_slots * step
+    latest = latest_version(mlflow.tracking_uri, mlflow.registered_model_name)
+    stored = data_dir() / "storage" / "trained_model"
+    if latest and latest["tags"].get("trained_through") == train_until.isoformat() and stored.exists():
+        print(f"Reusing model version {latest['version']} trained through {train_until}.", flush=True)
+    else:
+        print(f"Training the global LSTM on {days:g} days through {train_until} ...", flush=True)
+        train(resources, train_until, instance)
+    keys = [partition_key_ending_at(train_until + (i + 1) * step) for i in range(replay_slots)]
+    print(f"Materializing the tick assets for {len(keys)} partitions {keys[0]} .. {keys[-1]} ...", flush=True)
+    materialize_ticks(keys, resources, instance)
+    after = {kind: count_documents(client, getattr(indices, kind)) for kind in ("metrics", "forecasts", "anomalies")}
+    forecasts = _documents_frame(client, indices.forecasts, {"term": {"issued_at": end.isoformat()}})
+    window = {"range": {"timestamp": {"gte": (train_until).isoformat(), "lt": end.isoformat()}}}
+    anomalies = _documents_frame(client, indices.anomalies, window)
+    return DemoResult(keys, forecasts, anomalies, before, after)
+
+
+def _resources(elasticsearch: ElasticsearchResource, mlflow: MlflowResource) -> dict[str, object]:
+    from dagster import FilesystemIOManager
+
+    return {
+        "elasticsearch": elasticsearch,
+        "mlflow": mlflow,
+        "io_manager": FilesystemIOManager(base_dir=str(data_dir() / "storage")),
+    }
+
+
+def _documents_frame(client, index: str, query: dict) -> pd.DataFrame:
+    return pd.DataFrame([hit["_source"] for hit in scan_pit(client, index, query)])
+
+
+def print_report(result: DemoResult, labels_path: Path | None = None) -> None:
+    pd.set_option("display.width", 160)
+    pd.set_option("display.max_rows", 500)
+    frame = result.forecasts
+    if frame.empty:
+        print("No forecasts were issued.")
+    else:
+        table = frame.pivot_table(index="name", columns="horizon_steps", values="value")
+        table = table[[1, max(table.columns)]].rename(columns=lambda h: f"t+{h * STEP_MINUTES}min")
+        print(f"\nForecasts issued at {frame['issued_at'].iloc[0]} for {len(table)} names "
+              f"(model {frame['model_name'].iloc[0]} v{frame['model_version'].iloc[0]}):")
+        print(table.round(2).to_string())
+    anomalies = result.anomalies
+    print(f"\nAnomaly report over partitions {result.partition_keys[0]} .. {result.partition_keys[-1]}: "
+          f"{len(anomalies)} anomalies")
+    if not anomalies.empty:
+        shown = anomalies.sort_values("timestamp")[["timestamp", "name", "actual", "forecast", "score", "severity", "reason"]]
+        print(shown.to_string(index=False))
+    print("\nDocuments per index, before -> after this run:")
+    for kind, before in result.documents_before.items():
+        print(f"  {kind:10s} {before:>9d} -> {result.documents_after[kind]:>9d}")
