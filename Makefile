@@ -1,0 +1,32 @@
+# The two commands: `make demo` runs the main job end to end, `make test` runs the tests.
+# Both install what is missing first (.venv, the packages, the local Elasticsearch).
+PY := .venv/bin/python
+
+.PHONY: install demo test lint dev es-start es-stop es-status bench clean
+
+install:
+	@bash scripts/bootstrap.sh
+
+demo: install
+	$(PY) -m tauxcharge_assets demo
+
+test: install
+	bash scripts/run_tests.sh
+
+lint: install
+	$(PY) -m ruff check tauxcharge_assets tauxcharge_assets_tests benchmarks scripts
+
+dev: install
+	bash scripts/dagster_dev.sh
+
+es-start: install
+	$(PY) -m tauxcharge_assets es start
+
+es-stop: install
+	$(PY) -m tauxcharge_assets es stop
+
+es-status: install
+	$(PY) -m tauxcharge_assets es status
+
+clean:
+	rm -rf .tauxcharge
