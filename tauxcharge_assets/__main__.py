@@ -31,8 +31,9 @@ def _simulate(args: argparse.Namespace) -> int:
     ensure_elasticsearch()
     resource = elasticsearch_from_env().process_config_and_initialize()
     end = pd.Timestamp(args.end, tz="UTC") if args.end else pd.Timestamp.now(tz="UTC").floor("5min")
-    spec = SimulationSpec(n_names=args.names, days=args.days, end=end, seed=args.seed,
-                          recent_anomalies=args.recent_anomalies)
+    spec = SimulationSpec(
+        n_names=args.names, days=args.days, end=end, seed=args.seed, recent_anomalies=args.recent_anomalies
+    )
     written = load_simulation(resource, spec, Path(args.labels))
     print(f"wrote {written} documents; labels in {args.labels}")
     return 0

@@ -47,16 +47,19 @@ def forecast_documents(forecasts: pd.DataFrame) -> Iterator[tuple[str, dict[str,
     """Ids from (name, issued_at, horizon): a rerun or a backfill overwrites, never duplicates."""
     for row in forecasts.itertuples(index=False):
         issued = row.issued_at.isoformat()
-        yield deterministic_id("forecast", row.name, issued, row.horizon_steps), {
-            "name": row.name,
-            "issued_at": issued,
-            "target_timestamp": row.target_timestamp.isoformat(),
-            "horizon_steps": int(row.horizon_steps),
-            "value": round(float(row.value), 4),
-            "model_name": row.model_name,
-            "model_version": row.model_version,
-            "partition_key": row.partition_key,
-        }
+        yield (
+            deterministic_id("forecast", row.name, issued, row.horizon_steps),
+            {
+                "name": row.name,
+                "issued_at": issued,
+                "target_timestamp": row.target_timestamp.isoformat(),
+                "horizon_steps": int(row.horizon_steps),
+                "value": round(float(row.value), 4),
+                "model_name": row.model_name,
+                "model_version": row.model_version,
+                "partition_key": row.partition_key,
+            },
+        )
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,12 @@ def detect_anomalies(
         f"actual {a:.1f} is {abs(r):.1f} points {'above' if r > 0 else 'below'} the forecast {f:.1f}: "
         f"{z:.1f}x the usual 5-minute variation of {s:.2f} (warning at {thresholds.warning_z:g}x)"
         for a, r, f, z, s in zip(
-            merged["actual"], merged["residual"], merged["forecast"], merged["z_score"], merged["scale"], strict=True
+            merged["actual"],
+            merged["residual"],
+            merged["forecast"],
+            merged["z_score"],
+            merged["scale"],
+            strict=True,
         )
     ]
     return merged.sort_values(["z_score"], ascending=False, kind="stable").reset_index(drop=True)
@@ -115,17 +123,20 @@ def anomaly_documents(
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     for row in anomalies.itertuples(index=False):
         timestamp = row.timestamp.isoformat()
-        yield deterministic_id("anomaly", DETECTOR, row.name, timestamp), {
-            "name": row.name,
-            "timestamp": timestamp,
-            "actual": float(row.actual),
-            "forecast": float(row.forecast),
-            "residual": float(row.residual),
-            "z_score": float(row.z_score),
-            "score": float(row.score),
-            "severity": row.severity,
-            "reason": row.reason,
-            "model_version": str(row.model_version),
-            "partition_key": partition_key,
-            "detected_at": detected_at.isoformat(),
-        }
+        yield (
+            deterministic_id("anomaly", DETECTOR, row.name, timestamp),
+            {
+                "name": row.name,
+                "timestamp": timestamp,
+                "actual": float(row.actual),
+                "forecast": float(row.forecast),
+                "residual": float(row.residual),
+                "z_score": float(row.z_score),
+                "score": float(row.score),
+                "severity": row.severity,
+                "reason": row.reason,
+                "model_version": str(row.model_version),
+                "partition_key": partition_key,
+                "detected_at": detected_at.isoformat(),
+            },
+        )

@@ -4,7 +4,6 @@ Each check is a plain function of the asset's value (tested on small frames) wra
 ``asset_check``; thresholds live in ``QualityThresholds`` so the description and the code agree.
 """
 
-
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +31,11 @@ def freshness(raw: pd.DataFrame, window_end: pd.Timestamp, t: QualityThresholds 
     lag = (window_end - newest).total_seconds() / 60 if pd.notna(newest) else float("inf")
     return AssetCheckResult(
         passed=bool(lag <= t.max_staleness_minutes),
-        metadata={"newest_timestamp": str(newest), "lag_minutes": lag, "max_lag_minutes": t.max_staleness_minutes},
+        metadata={
+            "newest_timestamp": str(newest),
+            "lag_minutes": lag,
+            "max_lag_minutes": t.max_staleness_minutes,
+        },
     )
 
 
@@ -44,7 +47,11 @@ def values_in_range(
     share = float(invalid.mean()) if len(raw) else 0.0
     return AssetCheckResult(
         passed=share <= t.max_invalid_value_share,
-        metadata={"invalid_values": int(invalid.sum()), "invalid_share": share, "max_share": t.max_invalid_value_share},
+        metadata={
+            "invalid_values": int(invalid.sum()),
+            "invalid_share": share,
+            "max_share": t.max_invalid_value_share,
+        },
     )
 
 
@@ -70,7 +77,11 @@ def unique_slots(cleaned: CleanedSeries, rules: CleaningRules = CleaningRules())
     outside = int(((values < rules.value_min) | (values > rules.value_max)).sum())
     return AssetCheckResult(
         passed=duplicated_slots == 0 and duplicated_names == 0 and outside == 0,
-        metadata={"duplicated_slots": duplicated_slots, "duplicated_names": duplicated_names, "values_outside": outside},
+        metadata={
+            "duplicated_slots": duplicated_slots,
+            "duplicated_names": duplicated_names,
+            "values_outside": outside,
+        },
     )
 
 

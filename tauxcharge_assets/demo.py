@@ -96,7 +96,11 @@ def train(resources: dict[str, object], train_until: pd.Timestamp, instance: Dag
 
 
 def run_demo(
-    n_names: int = 50, days: float = 14.0, end: pd.Timestamp | None = None, replay_slots: int = 12, seed: int = 7
+    n_names: int = 50,
+    days: float = 14.0,
+    end: pd.Timestamp | None = None,
+    replay_slots: int = 12,
+    seed: int = 7,
 ) -> DemoResult:
     ensure_elasticsearch()
     end = to_utc(end) if end is not None else pd.Timestamp.now(tz="UTC").floor("D")
@@ -110,7 +114,10 @@ def run_demo(
     indices = elasticsearch.indices
     before = {kind: count_documents(client, getattr(indices, kind)) for kind in ("metrics", "forecasts", "anomalies")}
     spec = SimulationSpec(n_names=n_names, days=days, end=end, seed=seed, recent_anomalies=max(3, n_names // 10))
-    print(f"Loading {n_names} simulated names x {days:g} days ending {end} into {indices.metrics} ...", flush=True)
+    print(
+        f"Loading {n_names} simulated names x {days:g} days ending {end} into {indices.metrics} ...",
+        flush=True,
+    )
     load_simulation(elasticsearch, spec, data_dir() / "simulator_labels.json")
     step = pd.Timedelta(minutes=STEP_MINUTES)
     train_until = end - replay_slots * step
@@ -154,14 +161,20 @@ def print_report(result: DemoResult, labels_path: Path | None = None) -> None:
     else:
         table = frame.pivot_table(index="name", columns="horizon_steps", values="value")
         table = table[[1, max(table.columns)]].rename(columns=lambda h: f"t+{h * STEP_MINUTES}min")
-        print(f"\nForecasts issued at {frame['issued_at'].iloc[0]} for {len(table)} names "
-              f"(model {frame['model_name'].iloc[0]} v{frame['model_version'].iloc[0]}):")
+        print(
+            f"\nForecasts issued at {frame['issued_at'].iloc[0]} for {len(table)} names "
+            f"(model {frame['model_name'].iloc[0]} v{frame['model_version'].iloc[0]}):"
+        )
         print(table.round(2).to_string())
     anomalies = result.anomalies
-    print(f"\nAnomaly report over partitions {result.partition_keys[0]} .. {result.partition_keys[-1]}: "
-          f"{len(anomalies)} anomalies")
+    print(
+        f"\nAnomaly report over partitions {result.partition_keys[0]} .. {result.partition_keys[-1]}: "
+        f"{len(anomalies)} anomalies"
+    )
     if not anomalies.empty:
-        shown = anomalies.sort_values("timestamp")[["timestamp", "name", "actual", "forecast", "score", "severity", "reason"]]
+        shown = anomalies.sort_values("timestamp")[
+            ["timestamp", "name", "actual", "forecast", "score", "severity", "reason"]
+        ]
         print(shown.to_string(index=False))
     print("\nDocuments per index, before -> after this run:")
     for kind, before in result.documents_before.items():

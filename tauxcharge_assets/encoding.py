@@ -7,6 +7,7 @@ Id 0 is never assigned: the model uses it for names it has not seen in training.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 
 from elasticsearch import ConflictError, Elasticsearch, NotFoundError, helpers
@@ -28,10 +29,8 @@ def _reserve_ids(client: Elasticsearch, index: str, count: int, attempts: int = 
         try:
             counter = client.get(index=index, id=COUNTER_ID)
         except NotFoundError:
-            try:
+            with contextlib.suppress(ConflictError):
                 client.create(index=index, id=COUNTER_ID, document={"next_id": 1}, refresh="wait_for")
-            except ConflictError:
-                pass
             continue
         first = int(counter["_source"]["next_id"])
         try:

@@ -246,8 +246,7 @@ def start(server: LocalServer | None = None, timeout_s: float = 180.0) -> str:
             )
         time.sleep(1.0)
     raise LocalElasticsearchError(
-        f"Elasticsearch did not become healthy on {server.url} within {timeout_s:.0f} s; "
-        f"see {server.console_log}."
+        f"Elasticsearch did not become healthy on {server.url} within {timeout_s:.0f} s; see {server.console_log}."
     )
 
 

@@ -22,7 +22,7 @@ from tauxcharge_assets.settings import to_utc
 RAW_FIELDS = ["timestamp", "name", "value", "ingested_at"]
 
 
-class ElasticsearchUnavailable(RuntimeError):
+class ElasticsearchUnavailableError(RuntimeError):
     """Raised when the server cannot be reached after retries; the message names its address."""
 
 
@@ -80,7 +80,7 @@ def connect(
             last_error = error
             if attempt + 1 < attempts:
                 time.sleep(backoff_s * 2**attempt)
-    raise ElasticsearchUnavailable(
+    raise ElasticsearchUnavailableError(
         f"Elasticsearch at {url} did not answer _cluster/health after {attempts} attempts "
         f"({type(last_error).__name__}: {last_error}). Start the local server with "
         "`python -m tauxcharge_assets es start`, or set TAUXCHARGE_ES_URL (and TAUXCHARGE_ES_API_KEY) "
@@ -141,7 +141,11 @@ _TEMPLATES: dict[str, dict[str, Any]] = {
     },
     "names": {
         "dynamic": "strict",
-        "properties": {"name": {"type": "keyword"}, "name_id": {"type": "integer"}, "next_id": {"type": "integer"}},
+        "properties": {
+            "name": {"type": "keyword"},
+            "name_id": {"type": "integer"},
+            "next_id": {"type": "integer"},
+        },
     },
 }
 
@@ -234,10 +238,7 @@ def fetch_raw_metrics(
     client: Elasticsearch, index: str, start: datetime, end: datetime, as_of: datetime
 ) -> pd.DataFrame:
     """Raw metric documents of the window as they stood at ``as_of``; values are left unparsed."""
-    rows = [
-        hit["_source"]
-        for hit in scan_pit(client, index, as_of_window_query(start, end, as_of), source=RAW_FIELDS)
-    ]
+    rows = [hit["_source"] for hit in scan_pit(client, index, as_of_window_query(start, end, as_of), source=RAW_FIELDS)]
     frame = pd.DataFrame.from_records(rows, columns=RAW_FIELDS)
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, errors="coerce", format="ISO8601")
     frame["ingested_at"] = pd.to_datetime(frame["ingested_at"], utc=True, errors="coerce", format="ISO8601")
@@ -257,9 +258,7 @@ def bulk_write(
     refresh: bool = True,
 ) -> int:
     """Index ``(id, document)`` pairs; a rerun overwrites the same ids instead of duplicating."""
-    actions = (
-        {"_op_type": "index", "_index": index, "_id": doc_id, "_source": dict(doc)} for doc_id, doc in documents
-    )
+    actions = ({"_op_type": "index", "_index": index, "_id": doc_id, "_source": dict(doc)} for doc_id, doc in documents)
     written, errors = helpers.bulk(
         client, actions, chunk_size=chunk_size, raise_on_error=False, max_retries=3, request_timeout=120
     )

@@ -146,10 +146,10 @@ def make_training_set(
 def fit(training: TrainingSet, hp: ModelHyperparameters, vocabulary_size: int):
     """Train on the early part; returns (model, per-epoch loss history)."""
     model = build_model(hp, vocabulary_size)
-    inputs, mean, sigma = make_inputs(training.train, hp)
+    inputs, _mean, sigma = make_inputs(training.train, hp)
     last = training.train.values[:, -1]
     target = (training.train_targets - last[:, None]) / sigma[:, None]
-    holdout_inputs, h_mean, h_sigma = make_inputs(training.holdout, hp)
+    holdout_inputs, _h_mean, h_sigma = make_inputs(training.holdout, hp)
     holdout_target = (training.holdout_targets - training.holdout.values[:, -1][:, None]) / h_sigma[:, None]
     history = model.fit(
         inputs,
@@ -168,7 +168,7 @@ def predict(model, batch: WindowBatch, hp: ModelHyperparameters, chunk: int = 81
     vocabulary = model.get_layer("name_embedding").input_dim
     ids = np.where(batch.name_ids < vocabulary, batch.name_ids, 0).astype(np.int32)
     batch = WindowBatch(batch.values, batch.mask, ids, batch.first_slot_minute)
-    inputs, mean, sigma = make_inputs(batch, hp)
+    inputs, _mean, sigma = make_inputs(batch, hp)
     outputs = []
     for start in range(0, len(ids), chunk):
         part = {key: value[start : start + chunk] for key, value in inputs.items()}
@@ -185,9 +185,7 @@ def baseline_forecasts(batch: WindowBatch, hp: ModelHyperparameters) -> dict[str
     return {"naive": naive, "seasonal_naive": seasonal}
 
 
-def evaluate(
-    model, training: TrainingSet, hp: ModelHyperparameters
-) -> dict[str, float]:
+def evaluate(model, training: TrainingSet, hp: ModelHyperparameters) -> dict[str, float]:
     """MAE on the holdout, in the original units, for the LSTM and the baselines (h=1 and mean over h)."""
     predictions = {"lstm": predict(model, training.holdout, hp), **baseline_forecasts(training.holdout, hp)}
     metrics: dict[str, float] = {"holdout_windows": float(len(training.holdout_targets))}

@@ -33,7 +33,9 @@ def read_directory(directory: Path = DEFAULT_NAB_DIR) -> dict[str, pd.DataFrame]
     return {path.stem: read_series(path) for path in files}
 
 
-def read_anomaly_windows(directory: Path = DEFAULT_NAB_DIR) -> dict[str, list[tuple[pd.Timestamp, pd.Timestamp]]]:
+def read_anomaly_windows(
+    directory: Path = DEFAULT_NAB_DIR,
+) -> dict[str, list[tuple[pd.Timestamp, pd.Timestamp]]]:
     """Labelled windows keyed by file stem (the JSON is keyed by ``realAWSCloudwatch/<file>.csv``)."""
     raw = json.loads((directory / "anomaly_windows.json").read_text())
     windows: dict[str, list[tuple[pd.Timestamp, pd.Timestamp]]] = {}
@@ -43,7 +45,9 @@ def read_anomaly_windows(directory: Path = DEFAULT_NAB_DIR) -> dict[str, list[tu
     return windows
 
 
-def documents(series: dict[str, pd.DataFrame], shift: pd.Timedelta | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+def documents(
+    series: dict[str, pd.DataFrame], shift: pd.Timedelta | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """Metric documents, one name per file; ``shift`` moves old data next to the present if wanted."""
     for name, frame in series.items():
         stamps = frame["timestamp"] + (shift or pd.Timedelta(0))

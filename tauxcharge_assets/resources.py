@@ -51,7 +51,8 @@ class MlflowResource(ConfigurableResource):
     experiment_name: str = "tauxcharge-load-forecast"
     registered_model_name: str = "tauxcharge-load-lstm"
     artifact_location: str | None = Field(
-        default=None, description="Artifact root for a new experiment; default: the data folder (sqlite store)"
+        default=None,
+        description="Artifact root for a new experiment; default: the data folder (sqlite store)",
     )
 
     def resolved_artifact_location(self) -> str | None:

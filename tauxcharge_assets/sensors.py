@@ -1,6 +1,5 @@
 """Retrain when no model is registered, or when the newest registered model is older than 7 days."""
 
-
 import pandas as pd
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
 

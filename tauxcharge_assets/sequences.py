@@ -32,9 +32,7 @@ def fill_for_model(values: np.ndarray) -> np.ndarray:
     return frame.ffill().bfill().to_numpy(dtype=np.float32).T
 
 
-def build_sequences(
-    cleaned: CleanedSeries, name_ids: dict[str, int], window: int = WINDOW_STEPS
-) -> SequenceTensors:
+def build_sequences(cleaned: CleanedSeries, name_ids: dict[str, int], window: int = WINDOW_STEPS) -> SequenceTensors:
     values = cleaned.values.iloc[-window:]
     if len(values) < window:
         raise ValueError(f"cleaned_series holds {len(values)} slots, fewer than the {window} a sequence needs.")

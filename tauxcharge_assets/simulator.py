@@ -40,7 +40,7 @@ class SimulationSpec:
 
     @property
     def steps(self) -> int:
-        return int(round(self.days * 24 * 60 / STEP_MINUTES))
+        return round(self.days * 24 * 60 / STEP_MINUTES)
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,10 @@ def _documents(sim: Simulation) -> Iterator[tuple[str, dict[str, Any]]]:
             }
             yield deterministic_id("sim", name, iso[t], 0), document
             if duplicated[t]:
-                yield deterministic_id("sim", name, iso[t], 1), document | {"ingested_at": str(ingested_again[t])}
+                yield (
+                    deterministic_id("sim", name, iso[t], 1),
+                    document | {"ingested_at": str(ingested_again[t])},
+                )
 
 
 def save_labels(sim: Simulation, path: Path) -> Path:

@@ -15,10 +15,10 @@ import pytest
 os.environ["TAUXCHARGE_HOME"] = tempfile.mkdtemp(prefix="tauxcharge-tests-")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
-from dagster import BetaWarning, PreviewWarning  # noqa: E402
+from dagster import BetaWarning, PreviewWarning
 
-from tauxcharge_assets import es_server  # noqa: E402
-from tauxcharge_assets.resources import ElasticsearchResource, MlflowResource  # noqa: E402
+from tauxcharge_assets import es_server
+from tauxcharge_assets.resources import ElasticsearchResource, MlflowResource
 
 warnings.filterwarnings("ignore", category=PreviewWarning)
 warnings.filterwarnings("ignore", category=BetaWarning)
@@ -45,9 +45,7 @@ def es_url() -> Iterator[str]:
 def es_resource(es_url: str) -> Iterator[ElasticsearchResource]:
     """A resource with its own index prefix; its indices are deleted afterwards."""
     prefix = f"test-{uuid.uuid4().hex[:10]}"
-    resource = ElasticsearchResource(
-        url=es_url, api_key=os.environ.get("TAUXCHARGE_ES_API_KEY"), index_prefix=prefix
-    )
+    resource = ElasticsearchResource(url=es_url, api_key=os.environ.get("TAUXCHARGE_ES_API_KEY"), index_prefix=prefix)
     yield resource
     resource.get_client().indices.delete(index=f"{prefix}-*", allow_no_indices=True)
 

@@ -1,6 +1,5 @@
 """Tick assets that turn cleaned series into model inputs."""
 
-
 from dagster import AssetExecutionContext, Output, asset
 
 from tauxcharge_assets.cleaning import CleanedSeries
@@ -15,9 +14,7 @@ def encoded_names(
     context: AssetExecutionContext, elasticsearch: ElasticsearchResource, cleaned_series: CleanedSeries
 ) -> Output[dict[str, int]]:
     """Ids of this tick's names from the persistent mapping; names never seen before get new ids."""
-    mapping, new = assign_name_ids(
-        elasticsearch.get_client(), elasticsearch.indices.names, cleaned_series.names
-    )
+    mapping, new = assign_name_ids(elasticsearch.get_client(), elasticsearch.indices.names, cleaned_series.names)
     if new:
         context.log.info(f"{len(new)} new names got ids, e.g. {new[:5]}")
     return Output(
@@ -27,9 +24,7 @@ def encoded_names(
 
 
 @asset(partitions_def=tick_partitions, group_name="features", kinds={"numpy"})
-def sequence_tensors(
-    cleaned_series: CleanedSeries, encoded_names: dict[str, int]
-) -> Output[SequenceTensors]:
+def sequence_tensors(cleaned_series: CleanedSeries, encoded_names: dict[str, int]) -> Output[SequenceTensors]:
     """The last 288 values (24 h) of every name, with a mask of the points that were missing."""
     sequences = build_sequences(cleaned_series, encoded_names)
     return Output(

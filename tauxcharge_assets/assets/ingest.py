@@ -1,6 +1,5 @@
 """Tick assets that read Elasticsearch and put the series on the 5-minute grid."""
 
-
 import pandas as pd
 from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
 

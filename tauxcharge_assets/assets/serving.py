@@ -1,6 +1,5 @@
 """Tick assets that forecast with the trained model and report anomalies; both write back to ES."""
 
-
 import numpy as np
 import pandas as pd
 from dagster import AssetExecutionContext, Config, Output, asset
@@ -47,13 +46,9 @@ def forecasts(
         sequence_tensors, predictions, trained_model.model_name, trained_model.version, context.partition_key
     )
     finite = np.isfinite(frame["value"].to_numpy())
-    written = bulk_write(
-        elasticsearch.get_client(), elasticsearch.indices.forecasts, forecast_documents(frame[finite])
-    )
+    written = bulk_write(elasticsearch.get_client(), elasticsearch.indices.forecasts, forecast_documents(frame[finite]))
     next_values = frame[frame["horizon_steps"] == 1][["name", "target_timestamp", "value"]]
-    history = pd.DataFrame(
-        sequence_tensors.values.T, index=sequence_tensors.timestamps, columns=sequence_tensors.names
-    )
+    history = pd.DataFrame(sequence_tensors.values.T, index=sequence_tensors.timestamps, columns=sequence_tensors.names)
     return Output(
         frame,
         metadata={
@@ -89,9 +84,7 @@ def anomaly_report(
     window = tick_window(context.partition_key)
     since = window.end - pd.Timedelta(minutes=STEP_MINUTES * config.evaluated_slots)
     observed = cleaned_series.values.where(cleaned_series.observed).loc[since:]
-    actuals = (
-        observed.rename_axis(index="timestamp", columns="name").stack().rename("actual").reset_index()
-    )
+    actuals = observed.rename_axis(index="timestamp", columns="name").stack().rename("actual").reset_index()
     client = elasticsearch.get_client()
     earlier = fetch_forecasts(client, elasticsearch.indices.forecasts, since, window.end, issued_by=window.as_of)
     scale = pd.Series(
@@ -99,7 +92,9 @@ def anomaly_report(
         index=sequence_tensors.names,
     )
     thresholds = AnomalyThresholds(config.warning_z, config.critical_z, config.min_scale)
-    scored = detect_anomalies(actuals, earlier[["name", "target_timestamp", "value", "model_version"]], scale, thresholds)
+    scored = detect_anomalies(
+        actuals, earlier[["name", "target_timestamp", "value", "model_version"]], scale, thresholds
+    )
     flagged = scored[scored["is_anomaly"]]
     written = bulk_write(
         client,

@@ -1,6 +1,5 @@
 """The global LSTM: retrained on demand (weekly by the sensor), tracked and registered in MLflow."""
 
-
 import pandas as pd
 from dagster import AssetDep, AssetExecutionContext, Config, LastPartitionMapping, Output, asset
 from pydantic import Field
@@ -18,7 +17,8 @@ from tauxcharge_assets.settings import STEP_MINUTES, to_utc
 class TrainingConfig(Config):
     training_days: float = Field(default=14.0, description="History the model learns from")
     train_until: str | None = Field(
-        default=None, description="ISO timestamp the training data ends at; default: now, on the 5-minute grid"
+        default=None,
+        description="ISO timestamp the training data ends at; default: now, on the 5-minute grid",
     )
     epochs: int = 6
     lstm_units: int = 48
@@ -81,7 +81,11 @@ def trained_model(
         artifact_location=mlflow.resolved_artifact_location(),
         tags={"dagster_run_id": context.run.run_id, "dagster_asset": "trained_model"},
         trained_through=until,
-        extra_params={"names": len(name_ids), "vocabulary_size": vocabulary, "training_days": config.training_days},
+        extra_params={
+            "names": len(name_ids),
+            "vocabulary_size": vocabulary,
+            "training_days": config.training_days,
+        },
         figures={"loss": loss_plot(history)},
     )
     comparison = pd.DataFrame(
