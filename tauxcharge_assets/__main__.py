@@ -62,6 +62,21 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backfill(args: argparse.Namespace) -> int:
+    from dagster import PartitionKeyRange
+
+    from tauxcharge_assets.demo import dagster_instance, ensure_elasticsearch, materialize_ticks, tick_resources
+    from tauxcharge_assets.partitions import tick_partitions
+    from tauxcharge_assets.resources import elasticsearch_from_env, mlflow_from_env
+
+    ensure_elasticsearch()
+    keys = tick_partitions.get_partition_keys_in_range(PartitionKeyRange(args.start, args.end))
+    print(f"backfilling {len(keys)} partitions {keys[0]} .. {keys[-1]}", flush=True)
+    materialize_ticks(keys, tick_resources(elasticsearch_from_env(), mlflow_from_env()), dagster_instance())
+    print("done")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
@@ -95,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--end", help="ISO timestamp the demo ends at (default: today 00:00 UTC)")
     demo.add_argument("--replay-slots", type=int, default=12)
     demo.set_defaults(handler=_demo)
+    backfill = commands.add_parser(
+        "backfill", help="materialize the tick assets for a range of past partitions, one run each, in one process"
+    )
+    backfill.add_argument("--start", required=True, help="first partition key, e.g. 2026-11-22-23:00")
+    backfill.add_argument("--end", required=True, help="last partition key (inclusive)")
+    backfill.set_defaults(handler=_backfill)
     args = parser.parse_args(argv)
     return int(args.handler(args))
 

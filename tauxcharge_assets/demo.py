@@ -105,7 +105,7 @@ def run_demo(
     ensure_elasticsearch()
     end = to_utc(end) if end is not None else pd.Timestamp.now(tz="UTC").floor("D")
     elasticsearch, mlflow = elasticsearch_from_env(), mlflow_from_env()
-    resources = _resources(elasticsearch, mlflow)
+    resources = tick_resources(elasticsearch, mlflow)
     # Outside a run, EnvVar fields must be resolved explicitly before use.
     elasticsearch = elasticsearch.process_config_and_initialize()
     mlflow = mlflow.process_config_and_initialize()
@@ -138,7 +138,7 @@ def run_demo(
     return DemoResult(keys, forecasts, anomalies, before, after)
 
 
-def _resources(elasticsearch: ElasticsearchResource, mlflow: MlflowResource) -> dict[str, object]:
+def tick_resources(elasticsearch: ElasticsearchResource, mlflow: MlflowResource) -> dict[str, object]:
     from dagster import FilesystemIOManager
 
     return {
