@@ -1,5 +1,7 @@
 """The global LSTM: retrained on demand (weekly by the sensor), tracked and registered in MLflow."""
 
+import dataclasses
+
 import pandas as pd
 from dagster import AssetDep, AssetExecutionContext, Config, LastPartitionMapping, Output, asset
 from pydantic import Field
@@ -32,18 +34,8 @@ class TrainingConfig(Config):
     seed: int = 42
 
     def hyperparameters(self) -> lstm.ModelHyperparameters:
-        return lstm.ModelHyperparameters(
-            horizon=self.horizon,
-            lstm_units=self.lstm_units,
-            embedding_dim=self.embedding_dim,
-            dense_units=self.dense_units,
-            learning_rate=self.learning_rate,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            sample_stride=self.sample_stride,
-            holdout_fraction=self.holdout_fraction,
-            seed=self.seed,
-        )
+        names = {field.name for field in dataclasses.fields(lstm.ModelHyperparameters)}
+        return lstm.ModelHyperparameters(**{k: v for k, v in self.model_dump().items() if k in names})
 
 
 @asset(
