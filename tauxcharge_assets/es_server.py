@@ -256,7 +256,10 @@ def stop(server: LocalServer | None = None, timeout_s: float = 60.0) -> bool:
     pid = recorded_pid(server)
     if pid is None:
         return False
-    os.killpg(pid, signal.SIGTERM) if _is_group_leader(pid) else os.kill(pid, signal.SIGTERM)
+    if _is_group_leader(pid):
+        os.killpg(pid, signal.SIGTERM)  # the JVM and its launcher script alike
+    else:
+        os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and _pid_alive(pid):
         time.sleep(0.5)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +138,3 @@ def latest_version(tracking_uri: str, registered_model_name: str) -> dict[str, A
         "created_at": pd.Timestamp(int(newest.creation_timestamp), unit="ms", tz="UTC"),
         "tags": dict(newest.tags or {}),
     }
-
-
-def handle_as_dict(handle: ModelHandle) -> dict[str, Any]:
-    return asdict(handle)

@@ -14,6 +14,7 @@ from dagster import AssetKey, FilesystemIOManager, SkipReason, build_sensor_cont
 
 from tauxcharge_assets.assets import ALL_ASSETS, TICK_ASSETS, trained_model
 from tauxcharge_assets.checks import ALL_CHECKS
+from tauxcharge_assets.demo import QUIET
 from tauxcharge_assets.es_store import bulk_write, count_documents, fetch_raw_metrics, scan_pit
 from tauxcharge_assets.partitions import partition_key_ending_at
 from tauxcharge_assets.resources import ElasticsearchResource, MlflowResource
@@ -21,7 +22,6 @@ from tauxcharge_assets.sensors import retrain_sensor
 from tauxcharge_assets.simulator import SimulationSpec, simulate
 
 STEP = pd.Timedelta(minutes=5)
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 TRAINING = {"training_days": 2.5, "epochs": 1, "lstm_units": 8, "dense_units": 8, "sample_stride": 24}
 
 
