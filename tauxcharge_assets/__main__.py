@@ -1,4 +1,4 @@
-"""Command line: ``python -m tauxcharge_assets es|simulate|load-nab|demo``."""
+"""Command line: ``python -m tauxcharge_assets es|simulate|load-nab|demo|backfill|detect|promote``."""
 
 from __future__ import annotations
 
@@ -77,6 +77,40 @@ def _backfill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _detect(args: argparse.Namespace) -> int:
+    from tauxcharge_assets import detect, scoring
+    from tauxcharge_assets.model import ModelHyperparameters
+    from tauxcharge_assets.simulator import SimulationSpec, simulate
+
+    simulated = None
+    if args.pretrain_names:
+        spec = SimulationSpec(
+            n_names=args.pretrain_names, days=args.pretrain_days, end=pd.Timestamp("2026-01-05", tz="UTC")
+        )
+        simulated = simulate(spec).values
+    written = detect.detect_directory(
+        Path(args.input),
+        Path(args.output),
+        scoring.ScoringConfig(),
+        ModelHyperparameters(epochs=args.epochs),
+        simulated=simulated,
+        detector_name=args.detector_name,
+    )
+    print(f"wrote {len(written)} result files to {args.output}")
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from tauxcharge_assets.registry import champion_version, promote
+    from tauxcharge_assets.resources import mlflow_from_env
+
+    mlflow = mlflow_from_env().process_config_and_initialize()
+    before = champion_version(mlflow.tracking_uri, mlflow.registered_model_name)
+    promote(mlflow.tracking_uri, mlflow.registered_model_name, args.version)
+    print(f"champion of {mlflow.registered_model_name}: version {before} -> {args.version} (manual override)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
@@ -116,6 +150,21 @@ def main(argv: list[str] | None = None) -> int:
     backfill.add_argument("--start", required=True, help="first partition key, e.g. 2026-11-22-23:00")
     backfill.add_argument("--end", required=True, help="last partition key (inclusive)")
     backfill.set_defaults(handler=_backfill)
+    detect = commands.add_parser(
+        "detect", help="score labelled CSVs causally and write NAB-layout results (timestamp,value,anomaly_score)"
+    )
+    detect.add_argument("--input", default=str(DEFAULT_NAB_DIR), help="folder of timestamp,value CSVs")
+    detect.add_argument("--output", required=True, help="folder for <detector>_<file>.csv results")
+    detect.add_argument("--detector-name", default="tauxcharge")
+    detect.add_argument("--epochs", type=int, default=6)
+    detect.add_argument("--pretrain-names", type=int, default=30, help="simulated series to pre-train on (0: none)")
+    detect.add_argument("--pretrain-days", type=float, default=7.0)
+    detect.set_defaults(handler=_detect)
+    promote = commands.add_parser(
+        "promote", help="point the champion alias at a registered version by hand (bypasses the backtest gate)"
+    )
+    promote.add_argument("--version", required=True)
+    promote.set_defaults(handler=_promote)
     args = parser.parse_args(argv)
     return int(args.handler(args))
 

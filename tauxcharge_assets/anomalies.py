@@ -2,40 +2,42 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from tauxcharge_assets.es_store import deterministic_id
+from tauxcharge_assets.scoring import ScoringConfig, reasons, score_residuals, severity, standardised_residuals
 from tauxcharge_assets.sequences import SequenceTensors
 from tauxcharge_assets.settings import STEP_MINUTES
 
-DETECTOR = "lstm-residual"
+DETECTOR = "lstm-quantile-likelihood"
 
 
 def forecast_frame(
     sequences: SequenceTensors,
-    predictions: np.ndarray,
+    quantiles: np.ndarray,
     model_name: str,
     model_version: str,
     partition_key: str,
     value_range: tuple[float, float] = (0.0, 100.0),
 ) -> pd.DataFrame:
-    """One row per (name, horizon): the value forecast for ``issued_at + (h - 1) * 5 min``."""
-    n, horizon = predictions.shape
+    """One row per (name, horizon): p50 (``value``) and the 80 % interval for ``issued_at + (h - 1) * 5 min``."""
+    n, horizon, _ = quantiles.shape
     issued_at = sequences.next_timestamp
     steps = np.arange(1, horizon + 1)
+    clipped = np.clip(quantiles.reshape(-1, 3), *value_range).astype(np.float64)
     return pd.DataFrame(
         {
             "name": np.repeat(sequences.names, horizon),
             "issued_at": issued_at,
             "target_timestamp": issued_at + pd.to_timedelta(np.tile(steps - 1, n) * STEP_MINUTES, unit="min"),
             "horizon_steps": np.tile(steps, n).astype(np.int16),
-            "value": np.clip(predictions.reshape(-1), *value_range).astype(np.float64),
+            "value": clipped[:, 1],
+            "lower": clipped[:, 0],
+            "upper": clipped[:, 2],
             "model_name": model_name,
             "model_version": str(model_version),
             "partition_key": partition_key,
@@ -55,6 +57,8 @@ def forecast_documents(forecasts: pd.DataFrame) -> Iterator[tuple[str, dict[str,
                 "target_timestamp": row.target_timestamp.isoformat(),
                 "horizon_steps": int(row.horizon_steps),
                 "value": round(float(row.value), 4),
+                "lower": round(float(row.lower), 4),
+                "upper": round(float(row.upper), 4),
                 "model_name": row.model_name,
                 "model_version": row.model_version,
                 "partition_key": row.partition_key,
@@ -62,60 +66,85 @@ def forecast_documents(forecasts: pd.DataFrame) -> Iterator[tuple[str, dict[str,
         )
 
 
-@dataclass(frozen=True)
-class AnomalyThresholds:
-    warning_z: float = 4.0
-    critical_z: float = 7.0
-    min_scale: float = 0.5  # load-rate points: below this, variation is measurement noise
+SCORED_COLUMNS = [
+    "name",
+    "timestamp",
+    "actual",
+    "forecast",
+    "lower",
+    "upper",
+    "residual",
+    "z_score",
+    "recent_error",
+    "usual_error",
+    "log10_tail_probability",
+    "score",
+    "severity",
+    "is_anomaly",
+    "reason",
+    "model_version",
+]
 
 
-def usual_variation(values: np.ndarray, mask: np.ndarray, min_scale: float) -> np.ndarray:
-    """A robust scale of each name's 5-minute changes over its window (1.4826 x median |diff|)."""
-    observed = np.where(mask > 0, values, np.nan)
-    with np.errstate(invalid="ignore"):
-        scale = 1.4826 * np.nanmedian(np.abs(np.diff(observed, axis=1)), axis=1)
-    return np.maximum(np.nan_to_num(scale, nan=min_scale), min_scale)
-
-
-def detect_anomalies(
-    actuals: pd.DataFrame,
-    forecasts: pd.DataFrame,
-    scale: pd.Series,
-    thresholds: AnomalyThresholds,
+def score_recent_slots(
+    actuals: pd.DataFrame, forecasts: pd.DataFrame, config: ScoringConfig, evaluated_slots: int = 1
 ) -> pd.DataFrame:
-    """Every actual value that had a forecast, scored; ``is_anomaly`` marks those over the threshold.
+    """Scores of the last ``evaluated_slots`` slots of ``actuals`` (slots x names, NaN = not observed).
 
-    ``actuals``: name, timestamp, actual. ``forecasts``: name, target_timestamp, value, model_version.
-    The score is the two-sided normal probability of a residual that small, in [0, 1].
+    ``forecasts``: the one-step-ahead forecasts made for those slots and the ones before them (name,
+    target_timestamp, value, lower, upper, model_version); the earlier slots give the rolling error
+    distribution the newest ones are judged against.
     """
-    merged = actuals.merge(
-        forecasts.rename(columns={"target_timestamp": "timestamp", "value": "forecast"}),
-        on=["name", "timestamp"],
-        how="inner",
+    if actuals.empty or forecasts.empty:
+        return pd.DataFrame(columns=SCORED_COLUMNS)
+    latest = forecasts.sort_values("issued_at").drop_duplicates(["name", "target_timestamp"], keep="last")
+
+    def wide(column: str) -> pd.DataFrame:
+        table = latest.pivot(index="target_timestamp", columns="name", values=column)
+        return table.reindex(index=actuals.index, columns=actuals.columns)
+
+    p50, p10, p90 = wide("value"), wide("lower"), wide("upper")
+    z = standardised_residuals(actuals.to_numpy(), p10.to_numpy(), p50.to_numpy(), p90.to_numpy())
+    scores = score_residuals(z, config)
+    rows = slice(len(actuals) - evaluated_slots, len(actuals))
+    names = np.array(actuals.columns)
+    stamps = actuals.index[rows]
+
+    def flat(array: np.ndarray) -> np.ndarray:
+        return np.asarray(array)[rows].reshape(-1)
+
+    frame = pd.DataFrame(
+        {
+            "name": np.tile(names, len(stamps)),
+            "timestamp": np.repeat(stamps, len(names)),
+            "actual": flat(actuals.to_numpy()),
+            "forecast": flat(p50.to_numpy()),
+            "lower": flat(p10.to_numpy()),
+            "upper": flat(p90.to_numpy()),
+            "z_score": flat(z),
+            "recent_error": flat(scores.recent_error),
+            "usual_error": flat(scores.usual_error),
+            "log10_tail_probability": flat(scores.log10_tail),
+            "score": flat(scores.score),
+        }
     )
-    merged["residual"] = merged["actual"] - merged["forecast"]
-    merged["scale"] = merged["name"].map(scale).fillna(thresholds.min_scale).clip(lower=thresholds.min_scale)
-    merged["z_score"] = merged["residual"].abs() / merged["scale"]
-    merged["score"] = [math.erf(z / math.sqrt(2.0)) for z in merged["z_score"]]
-    merged["severity"] = np.select(
-        [merged["z_score"] >= thresholds.critical_z, merged["z_score"] >= thresholds.warning_z],
-        ["critical", "warning"],
-        default="normal",
+    frame = frame[np.isfinite(frame["score"])].reset_index(drop=True)
+    frame["residual"] = frame["actual"] - frame["forecast"]
+    frame["severity"] = severity(frame["score"].to_numpy(), config)
+    frame["is_anomaly"] = frame["severity"] != "normal"
+    versions = latest.set_index(["name", "target_timestamp"])["model_version"]
+    frame["model_version"] = versions.reindex(pd.MultiIndex.from_frame(frame[["name", "timestamp"]])).to_numpy()
+    frame["reason"] = reasons(
+        frame["actual"].to_numpy(),
+        frame["forecast"].to_numpy(),
+        frame["lower"].to_numpy(),
+        frame["upper"].to_numpy(),
+        frame["recent_error"].to_numpy(),
+        frame["usual_error"].to_numpy(),
+        frame["log10_tail_probability"].to_numpy(),
+        config.short_window,
     )
-    merged["is_anomaly"] = merged["severity"] != "normal"
-    merged["reason"] = [
-        f"actual {a:.1f} is {abs(r):.1f} points {'above' if r > 0 else 'below'} the forecast {f:.1f}: "
-        f"{z:.1f}x the usual 5-minute variation of {s:.2f} (warning at {thresholds.warning_z:g}x)"
-        for a, r, f, z, s in zip(
-            merged["actual"],
-            merged["residual"],
-            merged["forecast"],
-            merged["z_score"],
-            merged["scale"],
-            strict=True,
-        )
-    ]
-    return merged.sort_values(["z_score"], ascending=False, kind="stable").reset_index(drop=True)
+    return frame[SCORED_COLUMNS].sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
 
 
 def anomaly_documents(
@@ -130,8 +159,13 @@ def anomaly_documents(
                 "timestamp": timestamp,
                 "actual": float(row.actual),
                 "forecast": float(row.forecast),
+                "lower": float(row.lower),
+                "upper": float(row.upper),
                 "residual": float(row.residual),
                 "z_score": float(row.z_score),
+                "recent_error": float(row.recent_error),
+                "usual_error": float(row.usual_error),
+                "log10_tail_probability": float(row.log10_tail_probability),
                 "score": float(row.score),
                 "severity": row.severity,
                 "reason": row.reason,

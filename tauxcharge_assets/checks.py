@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, asset_check
 
-from tauxcharge_assets.assets import cleaned_series, forecasts, raw_es_extract
+from tauxcharge_assets.assets import cleaned_series, forecasts, raw_es_extract, trained_model
 from tauxcharge_assets.cleaning import CleanedSeries, CleaningRules
 from tauxcharge_assets.partitions import tick_partitions, tick_window
+from tauxcharge_assets.registry import ModelHandle
 
 
 @dataclass(frozen=True)
@@ -86,10 +87,30 @@ def unique_slots(cleaned: CleanedSeries, rules: CleaningRules = CleaningRules())
 
 
 def finite_forecasts(frame: pd.DataFrame) -> AssetCheckResult:
-    bad = ~np.isfinite(frame["value"].to_numpy(dtype=float))
+    values = frame[["lower", "value", "upper"]].to_numpy(dtype=float)
+    bad = ~np.isfinite(values).all(axis=1)
+    disordered = ~bad & ((values[:, 0] > values[:, 1]) | (values[:, 1] > values[:, 2]))
     return AssetCheckResult(
-        passed=not bad.any() and len(frame) > 0,
-        metadata={"forecasts": len(frame), "non_finite": int(bad.sum())},
+        passed=not bad.any() and not disordered.any() and len(frame) > 0,
+        metadata={"forecasts": len(frame), "non_finite": int(bad.sum()), "interval_not_ordered": int(disordered.sum())},
+    )
+
+
+def champion_gate(handle: ModelHandle) -> AssetCheckResult:
+    decision = handle.decision
+    if not decision:
+        return AssetCheckResult(passed=False, metadata={"reason": "the version carries no backtest decision"})
+    return AssetCheckResult(
+        passed=bool(decision["promote"]),
+        description=decision["reason"],
+        metadata={
+            "version": handle.version,
+            "metric": decision["metric"],
+            "challenger": decision["challenger"],
+            **{f"rival: {name}": value for name, value in decision["rivals"].items()},
+            "champion_version_before": str(decision["champion_version_before"]),
+            "reason": decision["reason"],
+        },
     )
 
 
@@ -120,8 +141,15 @@ def cleaned_series_has_unique_slots(cleaned_series: CleanedSeries) -> AssetCheck
 
 @asset_check(asset=forecasts, partitions_def=tick_partitions, blocking=True)
 def forecasts_are_finite(forecasts: pd.DataFrame) -> AssetCheckResult:
-    """No NaN or infinite forecast: a failing model stops the anomaly report."""
+    """No NaN or infinite forecast and p10 <= p50 <= p90: a failing model stops the anomaly report."""
     return finite_forecasts(forecasts)
+
+
+@asset_check(asset=trained_model, blocking=True)
+def challenger_beats_champion(trained_model: ModelHandle) -> AssetCheckResult:
+    """The new version beats the champion and every baseline on the same backtest (median MASE), or it
+    does not become the champion: a failure stops ``champion_model`` in the same run."""
+    return champion_gate(trained_model)
 
 
 ALL_CHECKS = [
@@ -130,4 +158,5 @@ ALL_CHECKS = [
     cleaned_series_is_complete,
     cleaned_series_has_unique_slots,
     forecasts_are_finite,
+    challenger_beats_champion,
 ]

@@ -6,7 +6,7 @@ from dagster import Definitions, FilesystemIOManager
 
 from tauxcharge_assets.assets import ALL_ASSETS
 from tauxcharge_assets.checks import ALL_CHECKS
-from tauxcharge_assets.jobs import retrain_job, tick_job
+from tauxcharge_assets.jobs import hyperparameter_search_job, retrain_job, tick_job
 from tauxcharge_assets.resources import elasticsearch_from_env, mlflow_from_env
 from tauxcharge_assets.schedules import tick_schedule
 from tauxcharge_assets.sensors import retrain_sensor
@@ -24,7 +24,7 @@ def build_resources(io_manager_base_dir: str | None = None) -> dict[str, object]
 defs = Definitions(
     assets=ALL_ASSETS,
     asset_checks=ALL_CHECKS,
-    jobs=[tick_job, retrain_job],
+    jobs=[tick_job, retrain_job, hyperparameter_search_job],
     schedules=[tick_schedule],
     sensors=[retrain_sensor],
     resources=build_resources(),

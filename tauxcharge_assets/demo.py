@@ -15,11 +15,11 @@ import pandas as pd
 from dagster import DagsterInstance, materialize
 
 from tauxcharge_assets import es_server
-from tauxcharge_assets.assets import ALL_ASSETS, TICK_ASSETS, trained_model
+from tauxcharge_assets.assets import ALL_ASSETS, MODEL_ASSETS, TICK_ASSETS
 from tauxcharge_assets.checks import ALL_CHECKS
 from tauxcharge_assets.es_store import bulk_write, count_documents, scan_pit
 from tauxcharge_assets.partitions import partition_key_ending_at
-from tauxcharge_assets.registry import latest_version
+from tauxcharge_assets.registry import champion_version, latest_version
 from tauxcharge_assets.resources import (
     ElasticsearchResource,
     MlflowResource,
@@ -82,17 +82,25 @@ def materialize_ticks(
         assert result.success, f"tick {key} failed"
 
 
-def train(resources: dict[str, object], train_until: pd.Timestamp, instance: DagsterInstance | None, **config) -> None:
-    materialize(
+def train(
+    resources: dict[str, object], train_until: pd.Timestamp, instance: DagsterInstance | None, **config: object
+) -> bool:
+    """The retrain job's assets; False when the promotion gate kept the previous champion."""
+    result = materialize(
         [*ALL_ASSETS],
-        selection=[trained_model],
+        selection=MODEL_ASSETS,
         resources=resources,
         instance=instance,
         run_config={
             **QUIET,
             "ops": {"trained_model": {"config": {"train_until": train_until.isoformat(), **config}}},
         },
+        raise_on_error=False,
     )
+    trained = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["trained_model"]]
+    if not trained:
+        raise RuntimeError("trained_model did not materialize: see the run's logs above.")
+    return any(e.asset_key.path == ["champion_model"] for e in result.get_asset_materialization_events())
 
 
 def run_demo(
@@ -123,11 +131,14 @@ def run_demo(
     train_until = end - replay_slots * step
     latest = latest_version(mlflow.tracking_uri, mlflow.registered_model_name)
     stored = data_dir() / "storage" / "trained_model"
-    if latest and latest["tags"].get("trained_through") == train_until.isoformat() and stored.exists():
+    champion = champion_version(mlflow.tracking_uri, mlflow.registered_model_name)
+    if latest and latest["tags"].get("trained_through") == train_until.isoformat() and stored.exists() and champion:
         print(f"Reusing model version {latest['version']} trained through {train_until}.", flush=True)
     else:
         print(f"Training the global LSTM on {days:g} days through {train_until} ...", flush=True)
-        train(resources, train_until, instance)
+        promoted = train(resources, train_until, instance)
+        champion = champion_version(mlflow.tracking_uri, mlflow.registered_model_name)
+        print(f"Champion: version {champion} ({'new' if promoted else 'kept: the new version did not win'}).")
     keys = [partition_key_ending_at(train_until + (i + 1) * step) for i in range(replay_slots)]
     print(f"Materializing the tick assets for {len(keys)} partitions {keys[0]} .. {keys[-1]} ...", flush=True)
     materialize_ticks(keys, resources, instance)
@@ -159,8 +170,15 @@ def print_report(result: DemoResult, labels_path: Path | None = None) -> None:
     if frame.empty:
         print("No forecasts were issued.")
     else:
-        table = frame.pivot_table(index="name", columns="horizon_steps", values="value")
-        table = table[[1, max(table.columns)]].rename(columns=lambda h: f"t+{h * STEP_MINUTES}min")
+        first, last = 1, int(frame["horizon_steps"].max())
+        table = pd.concat(
+            {
+                f"t+{h * STEP_MINUTES}min {column}": frame[frame["horizon_steps"] == h].set_index("name")[column]
+                for h in (first, last)
+                for column in ("lower", "value", "upper")
+            },
+            axis=1,
+        )
         print(
             f"\nForecasts issued at {frame['issued_at'].iloc[0]} for {len(table)} names "
             f"(model {frame['model_name'].iloc[0]} v{frame['model_version'].iloc[0]}):"

@@ -7,15 +7,19 @@ or ILM, so the product must not depend on them.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
+import json
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from elasticsearch import ApiError, Elasticsearch, TransportError, helpers
+from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from tauxcharge_assets.settings import to_utc
 
@@ -117,6 +121,8 @@ _TEMPLATES: dict[str, dict[str, Any]] = {
             "target_timestamp": {"type": "date"},
             "horizon_steps": {"type": "short"},
             "value": {"type": "float"},
+            "lower": {"type": "float"},
+            "upper": {"type": "float"},
             "model_name": {"type": "keyword"},
             "model_version": {"type": "keyword"},
             "partition_key": {"type": "keyword"},
@@ -129,8 +135,13 @@ _TEMPLATES: dict[str, dict[str, Any]] = {
             "timestamp": {"type": "date"},
             "actual": {"type": "float"},
             "forecast": {"type": "float"},
+            "lower": {"type": "float"},
+            "upper": {"type": "float"},
             "residual": {"type": "float"},
             "z_score": {"type": "float"},
+            "recent_error": {"type": "float"},
+            "usual_error": {"type": "float"},
+            "log10_tail_probability": {"type": "float"},
             "score": {"type": "float"},
             "severity": {"type": "keyword"},
             "reason": {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 512}}},
@@ -174,6 +185,76 @@ def _iso(ts: datetime | pd.Timestamp) -> str:
     return to_utc(ts).isoformat()
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while millions of short-lived hit dicts are parsed.
+
+    Measured on a 2.88M-document read: the collector alone cost 25-35 % of the time, for nothing
+    (parsed JSON holds no reference cycles). The previous state is restored afterwards.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+@contextlib.contextmanager
+def point_in_time(client: Elasticsearch, index: str, keep_alive: str = "2m") -> Iterator[str]:
+    """A point in time: several queries inside it see one consistent snapshot of the index."""
+    pit = client.open_point_in_time(index=index, keep_alive=keep_alive)["id"]
+    try:
+        yield pit
+    finally:
+        client.close_point_in_time(id=pit)
+
+
+def scan_pages(
+    client: Elasticsearch,
+    index: str,
+    query: Mapping[str, Any],
+    source: list[str] | None = None,
+    with_ids: bool = False,
+    page_size: int = 10_000,
+    pit: str | None = None,
+    keep_alive: str = "2m",
+) -> Iterator[list[dict[str, Any]]]:
+    """Pages of hits of ``query`` through a point in time and ``search_after``: consistent and unbounded.
+
+    Each hit carries only ``_source`` (filtered to ``source``), ``sort`` and, when asked, ``_id``:
+    ``filter_path`` drops ``_index``/``_score``/``_ignored`` so the client decodes less JSON.
+    ``pit`` reuses a point in time opened by the caller (several queries, one snapshot).
+    """
+    if pit is None:
+        with point_in_time(client, index, keep_alive) as own:
+            yield from scan_pages(client, index, query, source, with_ids, page_size, own, keep_alive)
+        return
+    fields = ["hits.hits._source", "hits.hits.sort", *(["hits.hits._id"] if with_ids else [])]
+    search_after: list[Any] | None = None
+    while True:
+        body: dict[str, Any] = {
+            "size": page_size,
+            "query": query,
+            "pit": {"id": pit, "keep_alive": keep_alive},
+            "sort": [{"_shard_doc": "asc"}],
+            "track_total_hits": False,
+            "filter_path": fields,
+        }
+        if source is not None:
+            body["source"] = source
+        if search_after is not None:
+            body["search_after"] = search_after
+        hits = client.search(**body).body.get("hits", {}).get("hits", [])
+        if not hits:
+            return
+        yield hits
+        if len(hits) < page_size:
+            return
+        search_after = hits[-1]["sort"]
+
+
 def scan_pit(
     client: Elasticsearch,
     index: str,
@@ -182,31 +263,9 @@ def scan_pit(
     page_size: int = 10_000,
     keep_alive: str = "2m",
 ) -> Iterator[dict[str, Any]]:
-    """Every hit of ``query`` through a point in time and ``search_after``: consistent and unbounded."""
-    pit = client.open_point_in_time(index=index, keep_alive=keep_alive)["id"]
-    try:
-        search_after: list[Any] | None = None
-        while True:
-            body: dict[str, Any] = {
-                "size": page_size,
-                "query": query,
-                "pit": {"id": pit, "keep_alive": keep_alive},
-                "sort": [{"_shard_doc": "asc"}],
-                "track_total_hits": False,
-            }
-            if source is not None:
-                body["_source"] = source
-            if search_after is not None:
-                body["search_after"] = search_after
-            hits = client.search(**body)["hits"]["hits"]
-            if not hits:
-                return
-            yield from hits
-            search_after = hits[-1]["sort"]
-            if len(hits) < page_size:
-                return
-    finally:
-        client.close_point_in_time(id=pit)
+    """Every hit of ``query`` (``_id``, ``_source``) through a point in time and ``search_after``."""
+    for page in scan_pages(client, index, query, source, with_ids=True, page_size=page_size, keep_alive=keep_alive):
+        yield from page
 
 
 def as_of_window_query(start: datetime, end: datetime, as_of: datetime) -> dict[str, Any]:
@@ -250,27 +309,88 @@ def count_malformed_timestamps(client: Elasticsearch, index: str) -> int:
     return int(client.count(index=index, query={"term": {"_ignored": "timestamp"}})["count"])
 
 
+def _bulk_body(index: str, chunk: list[tuple[str, Mapping[str, Any]]]) -> bytes:
+    lines = []
+    for doc_id, document in chunk:
+        lines.append(json.dumps({"index": {"_index": index, "_id": doc_id}}, separators=(",", ":")))
+        lines.append(json.dumps(document, separators=(",", ":"), ensure_ascii=False))
+    lines.append("")
+    return "\n".join(lines).encode()
+
+
+def _send_chunk(
+    client: Elasticsearch, index: str, chunk: list[tuple[str, Mapping[str, Any]]], max_retries: int
+) -> tuple[int, list[dict[str, Any]]]:
+    """One bulk request; items rejected with 429 (queue full) are retried with backoff, others reported."""
+    pending, rejected = chunk, []
+    for attempt in range(max_retries + 1):
+        response = client.bulk(operations=_bulk_body(index, pending), filter_path="errors,items.*.status,items.*.error")
+        if not response.get("errors"):
+            pending = []
+            break
+        items = [next(iter(item.values())) for item in response["items"]]
+        rejected += [item for item in items if item.get("status", 500) >= 300 and item.get("status") != 429]
+        pending = [doc for doc, item in zip(pending, items, strict=True) if item.get("status") == 429]
+        if not pending:
+            break
+        if attempt < max_retries:
+            time.sleep(0.5 * 2**attempt)
+    rejected += [{"status": 429, "error": "queue full after retries"} for _ in pending]
+    return len(chunk) - len(rejected), rejected
+
+
+def _chunks(
+    documents: Iterable[tuple[str, Mapping[str, Any]]], size: int
+) -> Iterator[list[tuple[str, Mapping[str, Any]]]]:
+    chunk: list[tuple[str, Mapping[str, Any]]] = []
+    for item in documents:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def bulk_write(
     client: Elasticsearch,
     index: str,
     documents: Iterable[tuple[str, Mapping[str, Any]]],
     chunk_size: int = 5_000,
     refresh: bool = True,
+    parallel: int = 2,
+    max_retries: int = 3,
 ) -> int:
-    """Index ``(id, document)`` pairs; a rerun overwrites the same ids instead of duplicating."""
-    actions = ({"_op_type": "index", "_index": index, "_id": doc_id, "_source": dict(doc)} for doc_id, doc in documents)
-    written, errors = helpers.bulk(
-        client, actions, chunk_size=chunk_size, raise_on_error=False, max_retries=3, request_timeout=120
-    )
+    """Index ``(id, document)`` pairs; a rerun overwrites the same ids instead of duplicating.
+
+    Chunks of ``chunk_size`` documents go out as bulk requests, at most ``parallel`` in flight: one
+    chunk is serialised while the server indexes the previous one, and memory stays bounded.
+    """
+    written = 0
+    errors: list[dict[str, Any]] = []
+    in_flight: list[Future[tuple[int, list[dict[str, Any]]]]] = []
+
+    def collect(future: Future[tuple[int, list[dict[str, Any]]]]) -> None:
+        nonlocal written
+        ok, failed = future.result()
+        written += ok
+        errors.extend(failed)
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="bulk") as pool:
+        for chunk in _chunks(documents, chunk_size):
+            if len(in_flight) >= max(1, parallel):
+                collect(in_flight.pop(0))
+            in_flight.append(pool.submit(_send_chunk, client, index, chunk, max_retries))
+        for future in in_flight:
+            collect(future)
     if errors:
-        first = errors[0]
         raise BulkWriteError(
             f"Elasticsearch rejected {len(errors)} of {written + len(errors)} documents written to {index}; "
-            f"first rejection: {first}"
+            f"first rejection: {errors[0]}"
         )
     if refresh:
         client.indices.refresh(index=index)
-    return int(written)
+    return written
 
 
 def count_documents(client: Elasticsearch, index: str, query: Mapping[str, Any] | None = None) -> int:
@@ -295,7 +415,7 @@ def fetch_forecasts(
             ]
         }
     }
-    columns = ["name", "issued_at", "target_timestamp", "horizon_steps", "value", "model_version"]
+    columns = ["name", "issued_at", "target_timestamp", "horizon_steps", "value", "lower", "upper", "model_version"]
     frame = pd.DataFrame.from_records(
         [hit["_source"] for hit in scan_pit(client, index, query, source=columns)], columns=columns
     )

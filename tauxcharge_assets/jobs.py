@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import AssetSelection, define_asset_job, in_process_executor
 
-from tauxcharge_assets.assets import TICK_ASSETS, trained_model
+from tauxcharge_assets.assets import MODEL_ASSETS, TICK_ASSETS, hyperparameter_search
 from tauxcharge_assets.partitions import tick_partitions
 
 tick_job = define_asset_job(
@@ -18,7 +18,17 @@ tick_job = define_asset_job(
 
 retrain_job = define_asset_job(
     "retrain_job",
-    selection=AssetSelection.assets(trained_model),
+    selection=AssetSelection.assets(*MODEL_ASSETS),
     executor_def=in_process_executor,
-    description="Retrain the global LSTM on the latest history and register it in MLflow.",
+    description=(
+        "Retrain the global LSTM on the latest history, register it in MLflow, and make it the champion "
+        "if it beats the current one and the baselines on the same backtest."
+    ),
+)
+
+hyperparameter_search_job = define_asset_job(
+    "hyperparameter_search_job",
+    selection=AssetSelection.assets(hyperparameter_search),
+    executor_def=in_process_executor,
+    description="Train and backtest a small grid of hyperparameters; every trial is an MLflow run.",
 )

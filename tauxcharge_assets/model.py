@@ -1,27 +1,34 @@
-"""One global multi-series LSTM for every name, its training set, its baselines and its inference.
+"""The network: one global multi-series LSTM with quantile outputs, its inputs, training and inference.
 
 Design choices, and why:
-- each input window is normalised by its own mean and spread, so one model serves names of any
-  level, and the scaling uses nothing but the input itself (causal, no per-name state to persist);
-- the 288 five-minute values are fed as 24 hourly patches of 12 values (plus their mask and the
-  time of day): the LSTM still sees all 288 values but runs 24 steps instead of 288, which is what
-  makes inference for thousands of names cheap on two cores;
-- the network predicts the change from the last value; a name is an embedding (id 0 = unseen name);
-- it is judged against the naive (last value) and seasonal-naive (value 288 steps back) forecasts
-  on a time-ordered holdout, in the original units.
+- every window is expressed relative to its last value and divided by the name's usual one-step
+  change (``NameScaler``, fitted on training data only): the loss is then in "naive MAE" units, the
+  quantity MASE measures, and level shifts do not move the inputs out of the training range;
+- the 288 five-minute values go in as 24 hourly patches of 12 values (plus their mask and the time
+  of day / day of week): the LSTM still sees all 288 values but runs 24 steps, which keeps training
+  and inference for thousands of names cheap on two cores. The last hour and the same hour one day
+  back also go straight to the head, where short horizons need them;
+- the head outputs p10/p50/p90 for every step of the horizon (pinball loss, monotone by
+  construction); intervals are then calibrated on held-out windows (conformalised quantiles);
+- a name is an embedding (id 0 = a name the model never saw).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import asdict, dataclass
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
-import pandas as pd
 
 from tauxcharge_assets.settings import STEP_MINUTES, WINDOW_STEPS
+
+QUANTILES = (0.1, 0.5, 0.9)
+CALENDAR_FEATURES = 4
+INPUT_NAMES = ("sequence", "recent", "seasonal", "calendar", "name_id")
 
 
 @dataclass(frozen=True)
@@ -33,12 +40,23 @@ class ModelHyperparameters:
     embedding_dim: int = 8
     dense_units: int = 64
     learning_rate: float = 3e-3
-    epochs: int = 6
+    epochs: int = 8
     batch_size: int = 256
     sample_stride: int = 3
     holdout_fraction: float = 0.2
-    min_sigma: float = 1.0
+    max_training_windows: int = 300_000
+    early_stopping_patience: int = 2
+    clip: float = 30.0
     seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.window % self.patch or not 0 < self.window <= WINDOW_STEPS:
+            raise ValueError(
+                f"window={self.window} must be a multiple of patch={self.patch} and at most {WINDOW_STEPS} "
+                "(the sequences hold 24 h)."
+            )
+        if self.horizon < 1:
+            raise ValueError(f"horizon must be at least 1 step, got {self.horizon}.")
 
     @property
     def patches(self) -> int:
@@ -50,148 +68,181 @@ class ModelHyperparameters:
 
 @dataclass(frozen=True)
 class WindowBatch:
-    """Windows of several names/origins, ready for the model (see ``make_inputs``)."""
+    """Windows of several names/origins, ready for ``make_inputs``."""
 
-    values: np.ndarray  # (n, window) float32, gap-filled
-    mask: np.ndarray  # (n, window) float32
+    values: np.ndarray  # (n, window) float32, gap-filled from the past only
+    mask: np.ndarray  # (n, window) float32, 1 where the value was observed
     name_ids: np.ndarray  # (n,) int32
-    first_slot_minute: np.ndarray  # (n,) minute of day of the first slot of each window
+    scale: np.ndarray  # (n,) float32, the name's usual one-step change
+    origin: np.ndarray  # (n,) datetime64[ns]: the time of the first forecast target (the slot after the window)
 
 
-def window_scale(values: np.ndarray, mask: np.ndarray, min_sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    observed = np.where(mask > 0, values, np.nan)
-    with np.errstate(invalid="ignore"):
-        mean = np.nanmean(observed, axis=1)
-        std = np.nanstd(observed, axis=1)
-    mean = np.where(np.isnan(mean), values.mean(axis=1), mean)
-    sigma = np.maximum(np.nan_to_num(std, nan=min_sigma), min_sigma)
-    return mean.astype(np.float32), sigma.astype(np.float32)
+def calendar_features(times: np.ndarray) -> np.ndarray:
+    """Time of day and day of week as sin/cos pairs, shape ``times.shape + (4,)``."""
+    minutes = np.asarray(times, dtype="datetime64[m]").astype(np.int64)
+    day_fraction = (minutes % 1440) / 1440.0
+    week_fraction = ((minutes // 1440 + 3) % 7) / 7.0  # 1970-01-01 was a Thursday: Monday = 0
+    day, week = 2 * np.pi * day_fraction, 2 * np.pi * week_fraction
+    return np.stack([np.sin(day), np.cos(day), np.sin(week), np.cos(week)], axis=-1).astype(np.float32)
 
 
-def make_inputs(batch: WindowBatch, hp: ModelHyperparameters) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Model inputs plus the (mean, sigma) needed to bring outputs back to the original units."""
+def normalise(batch: WindowBatch, hp: ModelHyperparameters) -> tuple[np.ndarray, np.ndarray]:
+    """Values relative to the last one, in units of the name's usual change; returns (z, last)."""
+    last = batch.values[:, -1]
+    z = (batch.values - last[:, None]) / batch.scale[:, None]
+    return np.clip(z, -hp.clip, hp.clip).astype(np.float32), last
+
+
+def make_inputs(batch: WindowBatch, hp: ModelHyperparameters) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Model inputs plus the last value of each window (outputs are relative to it)."""
     n = len(batch.values)
-    mean, sigma = window_scale(batch.values, batch.mask, hp.min_sigma)
-    z = (batch.values - mean[:, None]) / sigma[:, None]
-    patch_values = z.reshape(n, hp.patches, hp.patch)
-    patch_mask = batch.mask.reshape(n, hp.patches, hp.patch)
-    patch_minutes = batch.first_slot_minute[:, None] + np.arange(hp.patches)[None, :] * hp.patch * STEP_MINUTES
-    angle = 2 * np.pi * (patch_minutes % 1440) / 1440.0
-    calendar = np.stack([np.sin(angle), np.cos(angle)], axis=-1)
-    sequence = np.concatenate([patch_values, patch_mask, calendar], axis=-1).astype(np.float32)
-    return {"sequence": sequence, "name_id": batch.name_ids.astype(np.int32)}, mean, sigma
+    z, last = normalise(batch, hp)
+    mask = batch.mask.astype(np.float32)
+    offsets = (hp.window - np.arange(hp.patches) * hp.patch) * STEP_MINUTES
+    patch_start = batch.origin.astype("datetime64[ns]")[:, None] - offsets[None, :].astype("timedelta64[m]")
+    sequence = np.concatenate(
+        [z.reshape(n, hp.patches, hp.patch), mask.reshape(n, hp.patches, hp.patch), calendar_features(patch_start)],
+        axis=-1,
+    )
+    if hp.window >= WINDOW_STEPS:  # the same slots one day before the targets
+        day_back = slice(hp.window - WINDOW_STEPS, hp.window - WINDOW_STEPS + hp.horizon)
+        seasonal = np.concatenate([z[:, day_back], mask[:, day_back]], axis=1)
+    else:
+        seasonal = np.zeros((n, 2 * hp.horizon), np.float32)
+    inputs = {
+        "sequence": sequence.astype(np.float32),
+        "recent": np.concatenate([z[:, -hp.patch :], mask[:, -hp.patch :]], axis=1),
+        "seasonal": seasonal.astype(np.float32),
+        "calendar": calendar_features(batch.origin),
+        "name_id": batch.name_ids.astype(np.int32),
+    }
+    return inputs, last
+
+
+@functools.cache
+def custom_objects() -> dict[str, Any]:
+    """The network's own layer and loss, registered with Keras so saved models load back."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="tauxcharge")
+    class MonotoneQuantiles(keras.layers.Layer):
+        """p10 <= p50 <= p90 by construction: the outer quantiles are the median -/+ a softplus."""
+
+        def call(self, raw):  # (n, horizon, 3)
+            median = raw[..., 1]
+            lower = median - keras.ops.softplus(raw[..., 0])
+            upper = median + keras.ops.softplus(raw[..., 2])
+            return keras.ops.stack([lower, median, upper], axis=-1)
+
+    @keras.saving.register_keras_serializable(package="tauxcharge")
+    class PinballLoss(keras.losses.Loss):
+        """Mean quantile (pinball) loss over p10/p50/p90; targets have shape (n, horizon, 1)."""
+
+        def __init__(self, quantiles: tuple[float, ...] = QUANTILES, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.quantiles = tuple(float(q) for q in quantiles)
+
+        def call(self, y_true, y_pred):
+            q = keras.ops.convert_to_tensor(self.quantiles, dtype=y_pred.dtype)
+            error = y_true - y_pred
+            return keras.ops.mean(keras.ops.maximum(q * error, (q - 1.0) * error), axis=-1)
+
+        def get_config(self) -> dict[str, Any]:
+            return {**super().get_config(), "quantiles": list(self.quantiles)}
+
+    return {"MonotoneQuantiles": MonotoneQuantiles, "PinballLoss": PinballLoss}
 
 
 def build_model(hp: ModelHyperparameters, vocabulary_size: int):  # -> keras.Model
     import keras
 
+    objects = custom_objects()
     keras.utils.set_random_seed(hp.seed)
-    sequence = keras.Input((hp.patches, 2 * hp.patch + 2), name="sequence")
-    name_id = keras.Input((), dtype="int32", name="name_id")
-    encoded = keras.layers.LSTM(hp.lstm_units, name="lstm")(sequence)
-    embedded = keras.layers.Embedding(vocabulary_size, hp.embedding_dim, name="name_embedding")(name_id)
-    hidden = keras.layers.Concatenate()([encoded, embedded])
+    inputs = {
+        "sequence": keras.Input((hp.patches, 2 * hp.patch + CALENDAR_FEATURES), name="sequence"),
+        "recent": keras.Input((2 * hp.patch,), name="recent"),
+        "seasonal": keras.Input((2 * hp.horizon,), name="seasonal"),
+        "calendar": keras.Input((CALENDAR_FEATURES,), name="calendar"),
+        "name_id": keras.Input((), dtype="int32", name="name_id"),
+    }
+    encoded = keras.layers.LSTM(hp.lstm_units, name="lstm")(inputs["sequence"])
+    embedded = keras.layers.Embedding(vocabulary_size, hp.embedding_dim, name="name_embedding")(inputs["name_id"])
+    hidden = keras.layers.Concatenate()([encoded, embedded, inputs["recent"], inputs["seasonal"], inputs["calendar"]])
     hidden = keras.layers.Dense(hp.dense_units, activation="relu")(hidden)
-    delta = keras.layers.Dense(hp.horizon, name="delta_forecast")(hidden)
-    model = keras.Model({"sequence": sequence, "name_id": name_id}, delta, name="tauxcharge_global_lstm")
-    model.compile(optimizer=keras.optimizers.Adam(hp.learning_rate), loss="mae")
+    hidden = keras.layers.Dense(hp.dense_units, activation="relu")(hidden)
+    raw = keras.layers.Reshape((hp.horizon, len(QUANTILES)))(keras.layers.Dense(hp.horizon * len(QUANTILES))(hidden))
+    quantiles = objects["MonotoneQuantiles"](name="quantiles")(raw)
+    model = keras.Model(inputs, quantiles, name="tauxcharge_global_lstm")
+    model.compile(optimizer=keras.optimizers.Adam(hp.learning_rate), loss=objects["PinballLoss"]())
     return model
 
 
-@dataclass(frozen=True)
-class TrainingSet:
-    train: WindowBatch
-    train_targets: np.ndarray  # (n, horizon), original units
-    holdout: WindowBatch
-    holdout_targets: np.ndarray
-    holdout_cutoff: pd.Timestamp
+def targets_in_scale(batch: WindowBatch, targets: np.ndarray, hp: ModelHyperparameters) -> np.ndarray:
+    """Targets in the network's units (relative to the last value, over the scale), shape (n, horizon, 1)."""
+    z = (targets - batch.values[:, -1][:, None]) / batch.scale[:, None]
+    return np.clip(z, -hp.clip, hp.clip)[..., None].astype(np.float32)
 
 
-def make_training_set(
-    values: pd.DataFrame, observed: pd.DataFrame, name_ids: dict[str, int], hp: ModelHyperparameters
-) -> TrainingSet:
-    """Sliding windows over a cleaned history (grid x names), split in time: no holdout target leaks."""
-    from tauxcharge_assets.sequences import fill_for_model
+def fit(
+    train: WindowBatch,
+    train_targets: np.ndarray,
+    validation: WindowBatch,
+    validation_targets: np.ndarray,
+    hp: ModelHyperparameters,
+    vocabulary_size: int,
+):
+    """Train with early stopping on the later validation windows; returns (network, loss history)."""
+    import keras
 
-    raw = values.to_numpy(dtype=np.float32).T  # (names, T)
-    filled = fill_for_model(raw)
-    mask = observed.to_numpy(dtype=np.float32).T
-    steps = raw.shape[1]
-    if steps < hp.window + hp.horizon + 2:
-        raise ValueError(f"Training needs more than {hp.window + hp.horizon} slots of history; got {steps}.")
-    origins = np.arange(hp.window, steps - hp.horizon + 1, hp.sample_stride)
-    cutoff = hp.window + int((steps - hp.window) * (1 - hp.holdout_fraction))
-    ids = np.array([name_ids[name] for name in values.columns], dtype=np.int32)
-    minute_of_day = (values.index.hour * 60 + values.index.minute).to_numpy()
-
-    def windows(selected: np.ndarray) -> tuple[WindowBatch, np.ndarray]:
-        x_index = selected[:, None] + np.arange(-hp.window, 0)[None, :]
-        y_index = selected[:, None] + np.arange(hp.horizon)[None, :]
-        x = filled[:, x_index].reshape(-1, hp.window)
-        m = mask[:, x_index].reshape(-1, hp.window)
-        y = raw[:, y_index].reshape(-1, hp.horizon)
-        name_index = np.repeat(np.arange(len(ids)), len(selected))
-        first_minute = np.tile(minute_of_day[selected - hp.window], len(ids))
-        usable = ~np.isnan(y).any(axis=1) & (m.mean(axis=1) >= 0.5) & ~np.isnan(x).any(axis=1)
-        batch = WindowBatch(x[usable], m[usable], ids[name_index[usable]], first_minute[usable])
-        return batch, y[usable]
-
-    train, train_y = windows(origins[origins + hp.horizon <= cutoff])
-    holdout, holdout_y = windows(origins[origins >= cutoff])
-    if len(train_y) == 0 or len(holdout_y) == 0:
-        raise ValueError("Not enough usable windows to train and evaluate: load more days of history.")
-    return TrainingSet(train, train_y, holdout, holdout_y, values.index[min(cutoff, steps - 1)])
-
-
-def fit(training: TrainingSet, hp: ModelHyperparameters, vocabulary_size: int):
-    """Train on the early part; returns (model, per-epoch loss history)."""
-    model = build_model(hp, vocabulary_size)
-    inputs, _mean, sigma = make_inputs(training.train, hp)
-    last = training.train.values[:, -1]
-    target = (training.train_targets - last[:, None]) / sigma[:, None]
-    holdout_inputs, _h_mean, h_sigma = make_inputs(training.holdout, hp)
-    holdout_target = (training.holdout_targets - training.holdout.values[:, -1][:, None]) / h_sigma[:, None]
-    history = model.fit(
+    network = build_model(hp, vocabulary_size)
+    inputs, _ = make_inputs(train, hp)
+    validation_inputs, _ = make_inputs(validation, hp)
+    stop = keras.callbacks.EarlyStopping(patience=hp.early_stopping_patience, restore_best_weights=True)
+    history = network.fit(
         inputs,
-        target,
-        validation_data=(holdout_inputs, holdout_target),
+        targets_in_scale(train, train_targets, hp),
+        validation_data=(validation_inputs, targets_in_scale(validation, validation_targets, hp)),
         epochs=hp.epochs,
         batch_size=hp.batch_size,
         shuffle=True,
+        callbacks=[stop],
         verbose=0,
     )
-    return model, {key: [float(v) for v in values] for key, values in history.history.items()}
+    return network, {key: [float(v) for v in values] for key, values in history.history.items()}
 
 
-def predict(model, batch: WindowBatch, hp: ModelHyperparameters, chunk: int = 8192) -> np.ndarray:
-    """Forecasts in original units, shape (n, horizon); unseen name ids fall back to id 0."""
-    vocabulary = model.get_layer("name_embedding").input_dim
-    ids = np.where(batch.name_ids < vocabulary, batch.name_ids, 0).astype(np.int32)
-    batch = WindowBatch(batch.values, batch.mask, ids, batch.first_slot_minute)
-    inputs, _mean, sigma = make_inputs(batch, hp)
-    outputs = []
-    for start in range(0, len(ids), chunk):
-        part = {key: value[start : start + chunk] for key, value in inputs.items()}
-        outputs.append(np.asarray(model.predict_on_batch(part)))
-    delta = np.concatenate(outputs) if outputs else np.zeros((0, hp.horizon), np.float32)
-    return batch.values[:, -1][:, None] + delta * sigma[:, None]
+def predict_scaled(network, batch: WindowBatch, hp: ModelHyperparameters, chunk: int = 16384) -> np.ndarray:
+    """Raw network quantiles in scaled units, (n, horizon, 3); ids the network never saw map to 0."""
+    vocabulary = network.get_layer("name_embedding").input_dim
+    ids = np.where((batch.name_ids >= 0) & (batch.name_ids < vocabulary), batch.name_ids, 0).astype(np.int32)
+    inputs, _ = make_inputs(WindowBatch(batch.values, batch.mask, ids, batch.scale, batch.origin), hp)
+    outputs = [
+        np.asarray(network.predict_on_batch({k: v[start : start + chunk] for k, v in inputs.items()}))
+        for start in range(0, len(ids), chunk)
+    ]
+    return np.concatenate(outputs) if outputs else np.zeros((0, hp.horizon, len(QUANTILES)), np.float32)
 
 
-def baseline_forecasts(batch: WindowBatch, hp: ModelHyperparameters) -> dict[str, np.ndarray]:
-    """Naive: the last value for every horizon. Seasonal naive: the value 288 steps before the target."""
-    naive = np.repeat(batch.values[:, -1:], hp.horizon, axis=1)
-    season = WINDOW_STEPS
-    seasonal = batch.values[:, hp.window - season : hp.window - season + hp.horizon]
-    return {"naive": naive, "seasonal_naive": seasonal}
+def conformal_adjustment(scaled: np.ndarray, scaled_targets: np.ndarray, coverage: float = 0.8) -> np.ndarray:
+    """Per-horizon widening (or narrowing) of [p10, p90] so that held-out coverage is ``coverage``.
+
+    Conformalised quantile regression: the conformity score is how far the target falls outside the
+    interval (negative inside); its finite-sample-corrected quantile is added on both sides.
+    """
+    y = scaled_targets[..., 0]
+    outside = np.maximum(scaled[..., 0] - y, y - scaled[..., 2])  # (n, horizon)
+    n = len(outside)
+    if n == 0:
+        return np.zeros(scaled.shape[1], np.float32)
+    level = min(1.0, np.ceil((n + 1) * coverage) / n)
+    return np.quantile(outside, level, axis=0).astype(np.float32)
 
 
-def evaluate(model, training: TrainingSet, hp: ModelHyperparameters) -> dict[str, float]:
-    """MAE on the holdout, in the original units, for the LSTM and the baselines (h=1 and mean over h)."""
-    predictions = {"lstm": predict(model, training.holdout, hp), **baseline_forecasts(training.holdout, hp)}
-    metrics: dict[str, float] = {"holdout_windows": float(len(training.holdout_targets))}
-    for label, forecast in predictions.items():
-        errors = np.abs(forecast - training.holdout_targets)
-        metrics[f"mae_h1_{label}"] = float(errors[:, 0].mean())
-        metrics[f"mae_h{hp.horizon}_{label}"] = float(errors[:, -1].mean())
-        metrics[f"mae_mean_{label}"] = float(errors.mean())
-    return metrics
+def apply_adjustment(scaled: np.ndarray, adjustment: np.ndarray) -> np.ndarray:
+    lower = np.minimum(scaled[..., 0] - adjustment, scaled[..., 1])
+    upper = np.maximum(scaled[..., 2] + adjustment, scaled[..., 1])
+    return np.stack([lower, scaled[..., 1], upper], axis=-1)
+
+
+def to_original_units(scaled: np.ndarray, batch: WindowBatch) -> np.ndarray:
+    return batch.values[:, -1][:, None, None] + scaled * batch.scale[:, None, None]

@@ -8,21 +8,24 @@ jobs. The run is tagged with the Dagster run id so the two UIs link up.
 from __future__ import annotations
 
 import functools
-import json
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from tauxcharge_assets.model import ModelHyperparameters
+from tauxcharge_assets.forecaster import ForecastModel, NameScaler
+from tauxcharge_assets.model import CALENDAR_FEATURES, QUANTILES, ModelHyperparameters, custom_objects
+
+SIDECAR = "forecaster"  # run artifacts the network needs around it: scales, calibration, hyperparameters
+
+
+CHAMPION_ALIAS = "champion"
 
 
 @dataclass(frozen=True)
 class ModelHandle:
-    """What the forecasts need to find and use a trained model; the ``trained_model`` asset's value."""
+    """A registered model version and how it was judged; the ``trained_model`` asset's value."""
 
     model_name: str
     version: str
@@ -30,6 +33,7 @@ class ModelHandle:
     trained_through: str
     hyperparameters: dict[str, Any]
     metrics: dict[str, float] = field(default_factory=dict)
+    decision: dict[str, Any] = field(default_factory=dict)
 
     @property
     def model_uri(self) -> str:
@@ -56,11 +60,29 @@ def ensure_experiment(tracking_uri: str, experiment_name: str, artifact_location
     return client.create_experiment(experiment_name, artifact_location=artifact_location)
 
 
+def signature(hp: ModelHyperparameters):  # -> ModelSignature
+    """Explicit tensor specs: ``log_model(input_example=...)`` fails for this multi-input model."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    f32 = np.dtype(np.float32)
+    return ModelSignature(
+        inputs=Schema(
+            [
+                TensorSpec(f32, (-1, hp.patches, 2 * hp.patch + CALENDAR_FEATURES), "sequence"),
+                TensorSpec(f32, (-1, 2 * hp.patch), "recent"),
+                TensorSpec(f32, (-1, 2 * hp.horizon), "seasonal"),
+                TensorSpec(f32, (-1, CALENDAR_FEATURES), "calendar"),
+                TensorSpec(np.dtype(np.int32), (-1,), "name_id"),
+            ]
+        ),
+        outputs=Schema([TensorSpec(f32, (-1, hp.horizon, len(QUANTILES)), "quantiles")]),
+    )
+
+
 def log_and_register(
-    model: Any,
-    hp: ModelHyperparameters,
+    model: ForecastModel,
     metrics: dict[str, float],
-    history: dict[str, list[float]],
     tracking_uri: str,
     experiment_name: str,
     registered_model_name: str,
@@ -69,39 +91,41 @@ def log_and_register(
     trained_through: pd.Timestamp,
     extra_params: dict[str, Any],
     figures: dict[str, Any] | None = None,
+    tables: dict[str, pd.DataFrame] | None = None,
+    decision: dict[str, Any] | None = None,
 ) -> ModelHandle:
+    """One MLflow run per training: params, loss per epoch, metrics, plots, tables, the model, a version."""
     import mlflow
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import Schema, TensorSpec
 
+    hp = model.hp
     experiment_id = ensure_experiment(tracking_uri, experiment_name, artifact_location)
-    signature = ModelSignature(
-        inputs=Schema(
-            [
-                TensorSpec(np.dtype(np.float32), (-1, hp.patches, 2 * hp.patch + 2), "sequence"),
-                TensorSpec(np.dtype(np.int32), (-1,), "name_id"),
-            ]
-        ),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, hp.horizon), "delta_forecast")]),
-    )
     with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
         mlflow.log_params({**hp.as_params(), **extra_params, "trained_through": trained_through.isoformat()})
-        for epoch in range(len(next(iter(history.values()), []))):
-            mlflow.log_metrics({f"epoch_{key}": values[epoch] for key, values in history.items()}, step=epoch)
-        mlflow.log_metrics(metrics)
+        for epoch in range(len(next(iter(model.history.values()), []))):
+            mlflow.log_metrics({f"epoch_{key}": values[epoch] for key, values in model.history.items()}, step=epoch)
+        mlflow.log_metrics({key: float(value) for key, value in metrics.items() if np.isfinite(value)})
         for name, figure in (figures or {}).items():
             mlflow.log_figure(figure, f"{name}.png")
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "hyperparameters.json"
-            path.write_text(json.dumps(hp.as_params(), indent=2))
-            mlflow.log_artifact(str(path))
+        for name, table in (tables or {}).items():
+            mlflow.log_table(table.reset_index(drop=True), f"{name}.json")
+        mlflow.log_dict(hp.as_params(), f"{SIDECAR}/hyperparameters.json")
+        mlflow.log_dict(model.scaler.scales, f"{SIDECAR}/name_scales.json")
+        mlflow.log_dict(
+            {
+                "interval_adjustment": [float(x) for x in model.interval_adjustment],
+                "validation_coverage": model.validation_coverage,
+            },
+            f"{SIDECAR}/calibration.json",
+        )
+        if decision is not None:
+            mlflow.log_dict(decision, "promotion_decision.json")
         info = mlflow.keras.log_model(
-            model, name="model", signature=signature, registered_model_name=registered_model_name
+            model.network, name="model", signature=signature(hp), registered_model_name=registered_model_name
         )
         version = str(info.registered_model_version)
-        _client(tracking_uri).set_model_version_tag(
-            registered_model_name, version, "trained_through", trained_through.isoformat()
-        )
+        client = _client(tracking_uri)
+        client.set_model_version_tag(registered_model_name, version, "trained_through", trained_through.isoformat())
+        client.set_model_version_tag(registered_model_name, version, "run_id", run.info.run_id)
         return ModelHandle(
             model_name=registered_model_name,
             version=version,
@@ -109,16 +133,45 @@ def log_and_register(
             trained_through=trained_through.isoformat(),
             hyperparameters=hp.as_params(),
             metrics=metrics,
+            decision=decision or {},
         )
 
 
 @functools.lru_cache(maxsize=4)
-def load_model(tracking_uri: str, model_uri: str) -> Any:
-    """Loaded once per process: a tick reuses the model the previous tick loaded."""
+def load_forecast_model(tracking_uri: str, model_name: str, version: str) -> ForecastModel:
+    """A registered version with its scales and calibration; loaded once per process and version."""
     import mlflow
 
-    _client(tracking_uri)
-    return mlflow.keras.load_model(model_uri)
+    client = _client(tracking_uri)
+    custom_objects()  # registers the network's own layer and loss before Keras deserialises them
+    run_id = client.get_model_version(model_name, version).run_id
+    network = mlflow.keras.load_model(f"models:/{model_name}/{version}")
+
+    def sidecar(name: str) -> Any:
+        return mlflow.artifacts.load_dict(f"runs:/{run_id}/{SIDECAR}/{name}")
+
+    calibration = sidecar("calibration.json")
+    return ForecastModel(
+        network=network,
+        hp=ModelHyperparameters(**sidecar("hyperparameters.json")),
+        scaler=NameScaler({str(k): float(v) for k, v in sidecar("name_scales.json").items()}),
+        interval_adjustment=np.asarray(calibration["interval_adjustment"], dtype=np.float32),
+        validation_coverage=float(calibration["validation_coverage"]),
+    )
+
+
+def champion_version(tracking_uri: str, registered_model_name: str) -> str | None:
+    """The version the ``champion`` alias points at, or None before the first promotion."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(_client(tracking_uri).get_model_version_by_alias(registered_model_name, CHAMPION_ALIAS).version)
+    except MlflowException:
+        return None
+
+
+def promote(tracking_uri: str, registered_model_name: str, version: str) -> None:
+    _client(tracking_uri).set_registered_model_alias(registered_model_name, CHAMPION_ALIAS, version)
 
 
 def latest_version(tracking_uri: str, registered_model_name: str) -> dict[str, Any] | None:

@@ -45,7 +45,16 @@ def forecast_plot(history: pd.DataFrame, forecasts: pd.DataFrame, names: Sequenc
         recent = history[name].iloc[-72:]
         axis.plot(recent.index, recent.to_numpy(), color="tab:blue", linewidth=1, label="actual")
         ahead = forecasts[forecasts["name"] == name]
-        axis.plot(ahead["target_timestamp"], ahead["value"], color="tab:orange", marker=".", label="forecast")
+        axis.plot(ahead["target_timestamp"], ahead["value"], color="tab:orange", marker=".", label="forecast p50")
+        if {"lower", "upper"} <= set(ahead.columns):
+            axis.fill_between(
+                ahead["target_timestamp"],
+                ahead["lower"],
+                ahead["upper"],
+                color="tab:orange",
+                alpha=0.2,
+                label="p10-p90",
+            )
         axis.set_title(name, fontsize=8)
         axis.set_ylim(0, 100)
     axes[0, 0].legend(fontsize=7, loc="upper left")
@@ -64,8 +73,26 @@ def loss_plot(history: dict[str, list[float]]):
     for key, values in history.items():
         axis.plot(range(1, len(values) + 1), values, marker=".", label=key)
     axis.set_xlabel("epoch")
-    axis.set_ylabel("MAE (normalised)")
+    axis.set_ylabel("pinball loss (in usual 5-min changes)")
     axis.legend()
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def backtest_plot(summary: pd.DataFrame):
+    """Median MASE of every forecaster at every reported horizon (lower is better, 1 = the naive's in-sample MAE)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = summary.pivot(index="horizon", columns="forecaster", values="median_mase")
+    figure, axis = plt.subplots(figsize=(6, 3))
+    table.plot.bar(ax=axis, rot=0)
+    axis.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+    axis.set_ylabel("median MASE")
+    axis.legend(fontsize=7)
     figure.tight_layout()
     plt.close(figure)
     return figure

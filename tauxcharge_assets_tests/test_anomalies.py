@@ -1,49 +1,50 @@
+"""Forecast and anomaly documents, and the tick's scoring of its newest slot."""
+
 import numpy as np
 import pandas as pd
 
-from tauxcharge_assets.anomalies import (
-    AnomalyThresholds,
-    anomaly_documents,
-    detect_anomalies,
-    forecast_documents,
-    forecast_frame,
-    usual_variation,
-)
-from tauxcharge_assets.sequences import SequenceTensors
+from tauxcharge_assets.anomalies import anomaly_documents, score_recent_slots
+from tauxcharge_assets.scoring import ScoringConfig
 
-T = pd.Timestamp("2026-03-02 10:00", tz="UTC")
+T = pd.Timestamp("2026-03-02 12:00", tz="UTC")
+STAMPS = pd.date_range(T - pd.Timedelta(minutes=5 * 39), T, freq="5min")
 
 
-def test_a_spike_is_flagged_with_a_reason_and_normal_points_are_not() -> None:
-    actuals = pd.DataFrame({"name": ["a", "b"], "timestamp": [T, T], "actual": [90.0, 41.0]})
-    forecasts = pd.DataFrame(
-        {"name": ["a", "b"], "target_timestamp": [T, T], "value": [40.0, 40.0], "model_version": ["1", "1"]}
-    )
-    scored = detect_anomalies(actuals, forecasts, pd.Series({"a": 2.0, "b": 2.0}), AnomalyThresholds())
-    flagged = scored[scored["is_anomaly"]]
-    assert flagged["name"].tolist() == ["a"]
-    row = flagged.iloc[0]
-    assert row["severity"] == "critical" and row["z_score"] == 25.0
-    assert 0.99 < row["score"] <= 1.0
-    assert "50.0 points above the forecast 40.0" in row["reason"]
-    assert scored.set_index("name").loc["b", "severity"] == "normal"
-    docs = list(anomaly_documents(flagged, "key", T))
-    rerun_later = list(anomaly_documents(flagged, "key", T + pd.Timedelta(hours=1)))
-    assert [doc_id for doc_id, _ in rerun_later] == [doc_id for doc_id, _ in docs]  # same ids: no duplicate
+def one_step_forecasts(actuals: pd.DataFrame, spread: float = 1.0) -> pd.DataFrame:
+    rows = []
+    for name in actuals.columns:
+        for stamp in actuals.index:
+            rows.append(
+                {
+                    "name": name,
+                    "issued_at": stamp,
+                    "target_timestamp": stamp,
+                    "value": 50.0,
+                    "lower": 50.0 - spread,
+                    "upper": 50.0 + spread,
+                    "model_version": "3",
+                }
+            )
+    return pd.DataFrame(rows)
 
 
-def test_usual_variation_is_robust_and_floored() -> None:
-    values = np.array([[10, 11, 10, 11, 10, 90, 10], [5, 5, 5, 5, 5, 5, 5]], dtype=np.float32)
-    scale = usual_variation(values, np.ones_like(values), min_scale=0.5)
-    assert 1.0 < scale[0] < 2.0  # one outlier does not inflate it
-    assert scale[1] == 0.5
+def test_a_jump_in_the_newest_slot_is_flagged_critical_with_a_reason_and_calm_names_are_not() -> None:
+    rng = np.random.default_rng(0)
+    actuals = pd.DataFrame(50 + rng.normal(0, 0.78, (len(STAMPS), 2)), index=STAMPS, columns=["calm", "jumps"])
+    actuals.loc[T, "jumps"] = 75.0
+    scored = score_recent_slots(actuals, one_step_forecasts(actuals), ScoringConfig(long_window=30, min_history=12))
+    by_name = scored.set_index("name")
+    assert by_name.loc["jumps", "severity"] == "critical" and by_name.loc["jumps", "is_anomaly"]
+    assert not by_name.loc["calm", "is_anomaly"] and by_name.loc["calm", "score"] < 0.2
+    assert "25 above the forecast 50" in by_name.loc["jumps", "reason"]
+    assert by_name.loc["jumps", "model_version"] == "3"
+    docs = list(anomaly_documents(scored[scored["is_anomaly"]], "key", T))
+    again = list(anomaly_documents(scored[scored["is_anomaly"]], "key", T))
+    assert [d for d, _ in docs] == [d for d, _ in again] and len(docs) == 1  # ids are deterministic
 
 
-def test_forecast_ids_are_stable_across_reruns() -> None:
-    stamps = pd.date_range(end=T - pd.Timedelta(minutes=5), periods=4, freq="5min")
-    seq = SequenceTensors(["a"], np.array([1]), np.zeros((1, 4)), np.ones((1, 4)), stamps, [])
-    frame = forecast_frame(seq, np.array([[1.0, 2.0]]), "m", "3", "key")
-    assert frame["target_timestamp"].tolist() == [T, T + pd.Timedelta(minutes=5)]
-    first = [doc_id for doc_id, _ in forecast_documents(frame)]
-    again = [doc_id for doc_id, _ in forecast_documents(forecast_frame(seq, np.array([[5.0, 6.0]]), "m", "4", "k"))]
-    assert first == again and len(set(first)) == 2
+def test_values_without_a_forecast_are_not_scored() -> None:
+    actuals = pd.DataFrame({"a": 50.0, "b": 50.0}, index=STAMPS)
+    forecasts = one_step_forecasts(actuals[["a"]])
+    scored = score_recent_slots(actuals, forecasts, ScoringConfig(long_window=30, min_history=12))
+    assert scored["name"].tolist() == ["a"]

@@ -23,18 +23,24 @@ def test_definitions_load_and_validate() -> None:
             "encoded_names",
             "sequence_tensors",
             "trained_model",
+            "champion_model",
+            "hyperparameter_search",
             "forecasts",
             "anomaly_report",
         )
     }
     graph = defs.resolve_asset_graph()
-    assert graph.get(AssetKey("forecasts")).parent_keys == {
-        AssetKey("sequence_tensors"),
-        AssetKey("trained_model"),
-    }
+    assert graph.get(AssetKey("forecasts")).parent_keys == {AssetKey("sequence_tensors"), AssetKey("champion_model")}
+    assert graph.get(AssetKey("champion_model")).parent_keys == {AssetKey("trained_model")}
     assert AssetKey("sequence_tensors") in graph.get(AssetKey("trained_model")).parent_keys
     checks = {key.name for key in graph.asset_check_keys}
-    assert {"raw_es_extract_is_fresh", "cleaned_series_is_complete", "forecasts_are_finite"} <= checks
+    assert {
+        "raw_es_extract_is_fresh",
+        "cleaned_series_is_complete",
+        "forecasts_are_finite",
+        "challenger_beats_champion",
+    } <= checks
+    assert defs.resolve_job_def("hyperparameter_search_job") is not None
     tick = defs.resolve_job_def("tick_job")
     assert tick.partitions_def == tick_partitions
     assert defs.resolve_schedule_def("tick_every_5_minutes").cron_schedule == "*/5 * * * *"

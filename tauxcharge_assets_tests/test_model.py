@@ -1,56 +1,92 @@
+"""The network's inputs, its quantile head, the per-name scaler, calibration and the backtest adapter."""
+
 import numpy as np
 import pandas as pd
+import pytest
 
+from tauxcharge_assets import backtest
 from tauxcharge_assets import model as lstm
-from tauxcharge_assets.cleaning import clean_series
+from tauxcharge_assets.forecaster import (
+    LstmForecaster,
+    NameScaler,
+    SeriesData,
+    series_from_frame,
+    train_forecast_model,
+    windows,
+)
 from tauxcharge_assets.simulator import SimulationSpec, simulate
 
 HP = lstm.ModelHyperparameters(epochs=1, lstm_units=8, dense_units=8, sample_stride=24, horizon=3)
+MONDAY_NOON = np.datetime64("2026-03-02T12:00", "ns")
 
 
-def batch(n: int, value: float = 50.0) -> lstm.WindowBatch:
+def batch(n: int, value: float = 50.0, scale: float = 2.0) -> lstm.WindowBatch:
     rng = np.random.default_rng(0)
     values = (value + rng.normal(0, 2, (n, 288))).astype(np.float32)
-    return lstm.WindowBatch(values, np.ones_like(values), np.arange(n, dtype=np.int32), np.zeros(n, int))
+    return lstm.WindowBatch(
+        values,
+        np.ones_like(values),
+        np.arange(n, dtype=np.int32),
+        np.full(n, scale, np.float32),
+        np.full(n, MONDAY_NOON),
+    )
 
 
-def test_inputs_are_patched_normalised_and_masked() -> None:
+def test_inputs_are_relative_to_the_last_value_in_units_of_the_scale_with_calendar() -> None:
     b = batch(3)
     b.mask[0, :12] = 0
-    inputs, mean, sigma = lstm.make_inputs(b, HP)
-    assert inputs["sequence"].shape == (3, 24, 26)
-    assert inputs["sequence"].dtype == np.float32
-    assert inputs["name_id"].tolist() == [0, 1, 2]
-    np.testing.assert_allclose(mean[1], b.values[1].mean(), rtol=1e-5)
+    inputs, last = lstm.make_inputs(b, HP)
+    assert inputs["sequence"].shape == (3, 24, 12 + 12 + 4)
+    assert inputs["recent"].shape == (3, 24) and inputs["seasonal"].shape == (3, 6)
+    np.testing.assert_allclose(last, b.values[:, -1])
+    np.testing.assert_allclose(inputs["sequence"][1, 0, :12], (b.values[1, :12] - last[1]) / 2.0, rtol=1e-5)
+    assert inputs["recent"][2, 11] == 0.0  # the last value relative to itself
     assert inputs["sequence"][0, 0, 12:24].sum() == 0  # the mask of the first patch
-    assert np.all(sigma >= HP.min_sigma)
+    # Monday 12:00: time of day half way (sin 0, cos -1), Monday = start of the week (sin 0, cos 1)
+    np.testing.assert_allclose(inputs["calendar"][0], [0.0, -1.0, 0.0, 1.0], atol=1e-6)
 
 
-def test_baselines_on_a_known_series() -> None:
-    values = np.tile(np.arange(288, dtype=np.float32), (1, 1))
-    b = lstm.WindowBatch(values, np.ones_like(values), np.zeros(1, np.int32), np.zeros(1, int))
-    forecasts = lstm.baseline_forecasts(b, HP)
-    assert forecasts["naive"].tolist() == [[287.0, 287.0, 287.0]]
-    # the value one day (288 steps) before targets t, t+1, t+2 are the window's first three values
-    assert forecasts["seasonal_naive"].tolist() == [[0.0, 1.0, 2.0]]
+def test_scaler_is_fitted_on_training_values_and_falls_back_to_the_window_for_unseen_names() -> None:
+    scaler = NameScaler.fit({"a": np.array([0.0, 2.0, 0.0, 2.0, np.nan, 2.0])})
+    assert scaler.scales["a"] == pytest.approx(2.0)
+    window = np.tile(np.array([10.0, 13.0], np.float32), 144)[None, :]
+    scales = scaler.for_windows(["a", "never-seen"], np.vstack([window, window]), np.ones((2, 288)))
+    np.testing.assert_allclose(scales, [2.0, 3.0])
 
 
-def test_train_evaluate_and_predict_with_unseen_names() -> None:
+def test_conformal_adjustment_brings_held_out_coverage_to_80_percent() -> None:
+    rng = np.random.default_rng(1)
+    targets = rng.normal(0, 1, (4000, 2, 1)).astype(np.float32)
+    too_narrow = np.stack([np.full((4000, 2), -0.2), np.zeros((4000, 2)), np.full((4000, 2), 0.2)], axis=-1)
+    adjustment = lstm.conformal_adjustment(too_narrow, targets)
+    adjusted = lstm.apply_adjustment(too_narrow, adjustment)
+    covered = (adjusted[..., 0] <= targets[..., 0]) & (targets[..., 0] <= adjusted[..., 2])
+    assert 0.79 <= covered.mean() <= 0.82
+    assert np.all(adjustment > 1.0)  # N(0,1): the 80 % interval is +-1.28
+
+
+def test_windows_are_causal_and_left_padded() -> None:
+    values = np.arange(20, dtype=np.float32)
+    values[3] = np.nan
+    hp = lstm.ModelHyperparameters(window=12, patch=12, horizon=2)
+    series = SeriesData("x", 1, values, pd.Timestamp("2026-03-02", tz="UTC"))
+    b, targets = windows(series, np.array([5, 15]), hp, NameScaler({"x": 1.0}))
+    assert b.values[0, -1] == 4.0 and b.mask[0, :7].sum() == 0  # slots before the series start are masked
+    assert b.mask[0, 3 + 7] == 0 and b.values[0, 3 + 7] == 2.0  # a gap carries the previous value forward
+    np.testing.assert_array_equal(targets, [[5.0, 6.0], [15.0, 16.0]])
+    assert b.origin[1] == np.datetime64("2026-03-02T01:15", "ns")
+
+
+def test_train_predict_quantiles_and_backtest_adapter() -> None:
     sim = simulate(SimulationSpec(n_names=4, days=3, end=pd.Timestamp("2026-03-02", tz="UTC"), seed=1))
-    frame = sim.values.stack().rename("value").reset_index()
-    frame.columns = ["timestamp", "name", "value"]
-    frame["ingested_at"] = frame["timestamp"]
-    end = sim.values.index[-1] + pd.Timedelta(minutes=5)
-    cleaned = clean_series(frame, end - pd.Timedelta(days=3), end)
-    ids = {name: i + 1 for i, name in enumerate(cleaned.names)}
-    training = lstm.make_training_set(cleaned.values, cleaned.observed, ids, HP)
-    assert training.holdout_cutoff > cleaned.values.index[0]
-    model, history = lstm.fit(training, HP, vocabulary_size=len(ids) + 1)
-    assert len(history["loss"]) == 1
-    metrics = lstm.evaluate(model, training, HP)
-    assert {"mae_h1_lstm", "mae_h1_naive", "mae_h1_seasonal_naive"} <= metrics.keys()
+    ids = {name: i + 1 for i, name in enumerate(sim.values.columns)}
+    fitted = train_forecast_model(series_from_frame(sim.values, ids), HP, vocabulary_size=len(ids) + 1)
+    assert len(fitted.history["loss"]) == 1 and fitted.interval_adjustment.shape == (3,)
     unseen = batch(2)
-    unseen = lstm.WindowBatch(unseen.values, unseen.mask, np.array([1, 999], np.int32), unseen.first_slot_minute)
-    predictions = lstm.predict(model, unseen, HP)
-    assert predictions.shape == (2, 3)
-    assert np.isfinite(predictions).all()
+    unseen = lstm.WindowBatch(unseen.values, unseen.mask, np.array([1, 999], np.int32), unseen.scale, unseen.origin)
+    quantiles = fitted.predict_quantiles(unseen)
+    assert quantiles.shape == (2, 3, 3) and np.isfinite(quantiles).all()
+    assert np.all(quantiles[..., 0] <= quantiles[..., 1]) and np.all(quantiles[..., 1] <= quantiles[..., 2])
+    forecaster = LstmForecaster(HP, {n: sim.values.index[0] for n in ids}, fitted, ids)
+    name = sim.values.columns[0]
+    backtest.check_causal(forecaster, sim.values[name].to_numpy(np.float64), np.array([300, 500, 700]), 3)
