@@ -158,6 +158,8 @@ def _prepare(timestamps: Any, scores: Any, windows: Sequence[Window], probationa
     values = np.asarray(scores, dtype=np.float64)
     if values.shape != stamps.shape:
         raise ValueError(f"{name}: {stamps.size} timestamps but {values.size} anomaly scores.")
+    if np.any(stamps == np.iinfo(np.int64).min):  # NaT
+        raise ValueError(f"{name}: some timestamps are missing or unreadable: drop or repair those rows.")
     if np.any(np.diff(stamps) < 0):  # repeated stamps are kept: NAB's own files have some (DST changes)
         raise ValueError(f"{name}: timestamps must be in increasing order: sort the rows by timestamp.")
     bad = ~np.isfinite(values) | (values < 0.0) | (values > 1.0)
@@ -185,7 +187,7 @@ def _prepare(timestamps: Any, scores: Any, windows: Sequence[Window], probationa
     span = (widths[before] - 1).astype(np.float64)
     position = np.divide(rows[after] - lasts[before], span, out=np.full(span.size, 2.0), where=span > 0)
     base[after] = scaled_sigmoid(position)
-    scored = rows >= 0
+    scored = rows >= probationary_length(values.size, probationary_percent)
     kept = window[scored]
     return _Rows(values[scored], base[scored], kept, int(np.unique(kept[kept >= 0]).size), len(limits))
 

@@ -258,6 +258,7 @@ def test_null_is_the_nab_null_detector_when_firing_everywhere_beats_silence() ->
         (lambda r, w: r["a"].assign(anomaly_score=1.5), r"outside \[0, 1\]"),
         (lambda r, w: r["a"].assign(anomaly_score=np.nan), r"missing or outside \[0, 1\]"),
         (lambda r, w: r["a"].iloc[::-1], "increasing order"),
+        (lambda r, w: r["a"].assign(timestamp=r["a"]["timestamp"].where(r["a"].index != 3)), "timestamps are missing"),
     ],
 )
 def test_bad_results_are_refused_with_a_clear_error(change: Callable[..., pd.DataFrame], message: str) -> None:
