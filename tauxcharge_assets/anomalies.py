@@ -96,7 +96,7 @@ def score_recent_slots(
     distribution the newest ones are judged against.
     """
     if actuals.empty or forecasts.empty:
-        return pd.DataFrame(columns=SCORED_COLUMNS)
+        return pd.DataFrame(columns=SCORED_COLUMNS).astype({"is_anomaly": bool, "score": float})
     latest = forecasts.sort_values("issued_at").drop_duplicates(["name", "target_timestamp"], keep="last")
 
     def wide(column: str) -> pd.DataFrame:

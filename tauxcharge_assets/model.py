@@ -40,12 +40,12 @@ class ModelHyperparameters:
     embedding_dim: int = 8
     dense_units: int = 64
     learning_rate: float = 3e-3
-    epochs: int = 8
+    epochs: int = 15
     batch_size: int = 256
     sample_stride: int = 3
     holdout_fraction: float = 0.2
     max_training_windows: int = 300_000
-    early_stopping_patience: int = 2
+    early_stopping_patience: int = 3
     clip: float = 30.0
     seed: int = 42
 

@@ -80,6 +80,12 @@ def signature(hp: ModelHyperparameters):  # -> ModelSignature
     )
 
 
+def pinned_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{package}=={version(package)}" for package in ("tensorflow", "keras", "numpy")]
+
+
 def log_and_register(
     model: ForecastModel,
     metrics: dict[str, float],
@@ -120,7 +126,11 @@ def log_and_register(
         if decision is not None:
             mlflow.log_dict(decision, "promotion_decision.json")
         info = mlflow.keras.log_model(
-            model.network, name="model", signature=signature(hp), registered_model_name=registered_model_name
+            model.network,
+            name="model",
+            signature=signature(hp),
+            registered_model_name=registered_model_name,
+            pip_requirements=pinned_requirements(),  # skips MLflow's inference: a subprocess re-importing TF
         )
         version = str(info.registered_model_version)
         client = _client(tracking_uri)

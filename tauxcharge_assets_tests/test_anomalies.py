@@ -48,3 +48,9 @@ def test_values_without_a_forecast_are_not_scored() -> None:
     forecasts = one_step_forecasts(actuals[["a"]])
     scored = score_recent_slots(actuals, forecasts, ScoringConfig(long_window=30, min_history=12))
     assert scored["name"].tolist() == ["a"]
+
+
+def test_a_tick_without_any_earlier_forecast_gives_an_empty_report_that_can_be_filtered() -> None:
+    actuals = pd.DataFrame({"a": 50.0}, index=STAMPS)
+    scored = score_recent_slots(actuals, one_step_forecasts(actuals).iloc[:0], ScoringConfig(long_window=30))
+    assert scored.empty and scored[scored["is_anomaly"]].columns.tolist() == scored.columns.tolist()

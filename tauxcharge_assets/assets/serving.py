@@ -103,7 +103,7 @@ def anomaly_report(
     client = elasticsearch.get_client()
     earlier = fetch_forecasts(client, elasticsearch.indices.forecasts, since, window.end, issued_by=window.as_of)
     scored = score_recent_slots(actuals, earlier, config.scoring(), config.evaluated_slots)
-    flagged = scored[scored["is_anomaly"]]
+    flagged = scored.loc[scored["is_anomaly"].astype(bool)]
     written = bulk_write(
         client, elasticsearch.indices.anomalies, anomaly_documents(flagged, context.partition_key, window.end)
     )

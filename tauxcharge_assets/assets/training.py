@@ -28,7 +28,8 @@ class TrainingConfig(Config):
     )
     window: int = Field(default=288, description="Slots of history the network reads (a multiple of patch)")
     patch: int = 12
-    epochs: int = 8
+    epochs: int = Field(default=15, description="At most; early stopping on the validation windows")
+    early_stopping_patience: int = 3
     lstm_units: int = 48
     dense_units: int = 64
     embedding_dim: int = 8
