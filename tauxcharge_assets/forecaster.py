@@ -141,23 +141,33 @@ class TrainingSet:
 
 
 def make_training_set(series: Sequence[SeriesData], scaler: NameScaler, hp: ModelHyperparameters) -> TrainingSet:
-    """Windows every ``sample_stride`` slots; the last ``holdout_fraction`` of each series validates."""
-    parts: dict[str, list[tuple[WindowBatch, np.ndarray]]] = {"train": [], "validation": []}
+    """Windows every ``sample_stride`` slots; the last ``holdout_fraction`` of each series validates.
+
+    Origins are sampled before any window is built, so 1,000 names x 28 days stays within memory:
+    at most ``max_training_windows`` training and a quarter of that validation windows.
+    """
+    candidates = []
     for item in series:
         length = len(item.values)
         cutoff = int(length * (1 - hp.holdout_fraction))
         origins = np.arange(min(hp.window // 2, cutoff), length - hp.horizon + 1, hp.sample_stride)
-        batch, targets = windows(item, origins, hp, scaler)
-        usable = ~np.isnan(targets).any(axis=1) & (batch.mask.mean(axis=1) >= 0.5)
-        train = usable & (origins + hp.horizon <= cutoff)
-        validation = usable & (origins >= cutoff)
-        parts["train"].append((take(batch, train), targets[train]))
-        parts["validation"].append((take(batch, validation), targets[validation]))
+        candidates.append((origins[origins + hp.horizon <= cutoff], origins[origins >= cutoff]))
+    rng = np.random.default_rng(hp.seed)
+    keep_train = min(1.0, hp.max_training_windows / max(sum(len(t) for t, _ in candidates), 1))
+    keep_validation = min(1.0, hp.max_training_windows / 4 / max(sum(len(v) for _, v in candidates), 1))
+    parts: dict[str, list[tuple[WindowBatch, np.ndarray]]] = {"train": [], "validation": []}
+    for item, (train_origins, validation_origins) in zip(series, candidates, strict=True):
+        for part, origins, keep in (
+            ("train", train_origins, keep_train),
+            ("validation", validation_origins, keep_validation),
+        ):
+            if keep < 1.0:
+                origins = origins[rng.random(len(origins)) < keep]
+            batch, targets = windows(item, origins, hp, scaler)
+            usable = ~np.isnan(targets).any(axis=1) & (batch.mask.mean(axis=1) >= 0.5)
+            parts[part].append((take(batch, usable), targets[usable]))
     train = concat_batches([b for b, _ in parts["train"]])
     train_targets = np.concatenate([t for _, t in parts["train"]])
-    if len(train_targets) > hp.max_training_windows:
-        keep = np.sort(np.random.default_rng(hp.seed).choice(len(train_targets), hp.max_training_windows, False))
-        train, train_targets = take(train, keep), train_targets[keep]
     validation = concat_batches([b for b, _ in parts["validation"]])
     validation_targets = np.concatenate([t for _, t in parts["validation"]])
     if len(train_targets) == 0 or len(validation_targets) == 0:
