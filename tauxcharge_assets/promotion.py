@@ -28,14 +28,14 @@ def promotion_decision(
 ) -> dict[str, Any]:
     """``promote`` plus every number it was decided on, ready for asset-check metadata."""
     rows = summary[summary["horizon"].astype(str) == horizon].set_index("forecaster")[metric]
-    if CHALLENGER not in rows or not np.isfinite(rows[CHALLENGER]):
-        raise ValueError(f"The backtest summary has no finite {metric} for the challenger at horizon {horizon!r}.")
+    if CHALLENGER not in rows:
+        raise ValueError(f"The backtest summary has no {metric} row for the challenger at horizon {horizon!r}.")
     challenger = float(rows[CHALLENGER])
     rivals = {name: float(rows[name]) for name in baselines if name in rows and np.isfinite(rows[name])}
     if champion_version is not None and CHAMPION in rows and np.isfinite(rows[CHAMPION]):
         rivals[f"champion (version {champion_version})"] = float(rows[CHAMPION])
-    beaten = {name: challenger < value for name, value in rivals.items()}
-    promote = all(beaten.values())
+    beaten = {name: bool(challenger < value) for name, value in rivals.items()}  # NaN never wins
+    promote = bool(np.isfinite(challenger)) and all(beaten.values())
     losses = [f"{name} ({rivals[name]:.3f})" for name, won in beaten.items() if not won]
     reason = (
         f"challenger {metric} {challenger:.3f} beats " + ", ".join(f"{n} ({v:.3f})" for n, v in rivals.items())

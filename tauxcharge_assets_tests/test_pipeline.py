@@ -17,7 +17,7 @@ from tauxcharge_assets.checks import ALL_CHECKS
 from tauxcharge_assets.demo import QUIET
 from tauxcharge_assets.es_store import bulk_write, count_documents, fetch_raw_metrics, scan_pit
 from tauxcharge_assets.partitions import partition_key_ending_at
-from tauxcharge_assets.registry import promote
+from tauxcharge_assets.registry import champion_version, promote
 from tauxcharge_assets.resources import ElasticsearchResource, MlflowResource
 from tauxcharge_assets.sensors import retrain_sensor
 from tauxcharge_assets.simulator import SimulationSpec, simulate
@@ -164,3 +164,25 @@ def test_retrain_sensor_skips_a_fresh_model_and_asks_when_none(pipeline: Pipelin
     missing = retrain_sensor(build_sensor_context(resources={"mlflow": empty}))
     assert [r.run_key for r in missing.run_requests] == ["retrain-no-model"]
     assert missing.run_requests[0].job_name in (None, "retrain_job")
+
+
+def test_the_forecasts_come_from_the_champion_and_a_worse_challenger_does_not_replace_it(
+    pipeline: Pipeline, mlflow_resource: MlflowResource
+) -> None:
+    champion = champion_version(mlflow_resource.tracking_uri, mlflow_resource.registered_model_name)
+    assert set(pipeline.live_forecasts[pipeline.keys[-1]]["model_version"]) == {champion}
+    diverging = {**TRAINING, "learning_rate": 50.0, "train_until": (pipeline.end - 4 * STEP).isoformat()}
+    result = materialize(
+        [*ALL_ASSETS, *ALL_CHECKS],
+        selection=MODEL_ASSETS,
+        resources=pipeline.resources,
+        run_config={**QUIET, "ops": {"trained_model": {"config": diverging}}},
+        raise_on_error=False,
+    )
+    challenger = result.output_for_node("trained_model")
+    assert challenger.version != champion
+    assert f"champion (version {champion})" in challenger.decision["rivals"]
+    evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert evaluations["challenger_beats_champion"] is False
+    assert AssetKey("champion_model") not in {e.asset_key for e in result.get_asset_materialization_events()}
+    assert champion_version(mlflow_resource.tracking_uri, mlflow_resource.registered_model_name) == champion

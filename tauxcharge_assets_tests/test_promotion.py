@@ -30,6 +30,10 @@ def test_the_first_model_must_beat_the_baselines() -> None:
     assert lost["promote"] is False and "naive (1.000)" in lost["reason"]
 
 
+def test_a_challenger_without_finite_forecasts_is_not_promoted() -> None:
+    assert promotion_decision(summary(float("nan"), None), ["naive"], None)["promote"] is False
+
+
 def test_a_summary_without_the_challenger_is_an_error() -> None:
     with pytest.raises(ValueError, match="challenger"):
         promotion_decision(summary(0.8, None).query("forecaster != 'challenger'"), ["naive"], None)
