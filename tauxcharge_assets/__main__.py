@@ -83,7 +83,7 @@ def _detect(args: argparse.Namespace) -> int:
     from tauxcharge_assets.simulator import SimulationSpec, simulate
 
     simulated = None
-    if args.pretrain_names:
+    if args.pretrain_names and not args.model:
         spec = SimulationSpec(
             n_names=args.pretrain_names, days=args.pretrain_days, end=pd.Timestamp("2026-01-05", tz="UTC")
         )
@@ -93,6 +93,7 @@ def _detect(args: argparse.Namespace) -> int:
         Path(args.output),
         scoring.ScoringConfig(),
         ModelHyperparameters(epochs=args.epochs),
+        model=detect.load_detector_model(Path(args.model)) if args.model else None,
         simulated=simulated,
         detector_name=args.detector_name,
     )
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     detect.add_argument("--output", required=True, help="folder for <detector>_<file>.csv results")
     detect.add_argument("--detector-name", default="tauxcharge")
     detect.add_argument("--epochs", type=int, default=6)
+    detect.add_argument("--model", help="prefix of a model saved by detect.save_detector_model (default: train one)")
     detect.add_argument("--pretrain-names", type=int, default=30, help="simulated series to pre-train on (0: none)")
     detect.add_argument("--pretrain-days", type=float, default=7.0)
     detect.set_defaults(handler=_detect)

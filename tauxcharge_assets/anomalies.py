@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 
 from tauxcharge_assets.es_store import deterministic_id
-from tauxcharge_assets.scoring import ScoringConfig, reasons, score_residuals, severity, standardised_residuals
+from tauxcharge_assets.scoring import ScoringConfig, score_series, severity, standardised_residuals
 from tauxcharge_assets.sequences import SequenceTensors
 from tauxcharge_assets.settings import STEP_MINUTES
 
-DETECTOR = "lstm-quantile-likelihood"
+DETECTOR = "lstm-evidence-records"
 
 
 def forecast_frame(
@@ -75,15 +75,20 @@ SCORED_COLUMNS = [
     "upper",
     "residual",
     "z_score",
-    "recent_error",
-    "usual_error",
-    "log10_tail_probability",
+    "evidence",
+    "ratio_to_record",
     "score",
     "severity",
     "is_anomaly",
     "reason",
     "model_version",
 ]
+EVIDENCE_WORDS = {
+    "forecast": "the error against the one-step forecast",
+    "residual_level": "the shift of the recent forecast errors",
+    "value_level": "the shift of the recent level",
+    "variance": "the change in short-term variability",
+}
 
 
 def score_recent_slots(
@@ -91,21 +96,24 @@ def score_recent_slots(
 ) -> pd.DataFrame:
     """Scores of the last ``evaluated_slots`` slots of ``actuals`` (slots x names, NaN = not observed).
 
-    ``forecasts``: the one-step-ahead forecasts made for those slots and the ones before them (name,
-    target_timestamp, value, lower, upper, model_version); the earlier slots give the rolling error
-    distribution the newest ones are judged against.
+    ``forecasts``: the one-step-ahead forecasts made for those slots and earlier ones (name,
+    issued_at, target_timestamp, value, lower, upper, model_version). Slots without a forecast still
+    carry value-based evidence (level shift, variability); see ``scoring.score_series``.
     """
-    if actuals.empty or forecasts.empty:
+    if actuals.empty:
         return pd.DataFrame(columns=SCORED_COLUMNS).astype({"is_anomaly": bool, "score": float})
     latest = forecasts.sort_values("issued_at").drop_duplicates(["name", "target_timestamp"], keep="last")
 
-    def wide(column: str) -> pd.DataFrame:
+    def wide(column: str) -> np.ndarray:
+        if latest.empty:
+            return np.full(actuals.shape, np.nan)
         table = latest.pivot(index="target_timestamp", columns="name", values=column)
-        return table.reindex(index=actuals.index, columns=actuals.columns)
+        return table.reindex(index=actuals.index, columns=actuals.columns).to_numpy(dtype=np.float64)
 
     p50, p10, p90 = wide("value"), wide("lower"), wide("upper")
-    z = standardised_residuals(actuals.to_numpy(), p10.to_numpy(), p50.to_numpy(), p90.to_numpy())
-    scores = score_residuals(z, config)
+    result = score_series(actuals.to_numpy(dtype=np.float64), p10, p50, p90, config)
+    z = standardised_residuals(actuals.to_numpy(dtype=np.float64), p10, p50, p90)
+    strongest = result.strongest()
     rows = slice(len(actuals) - evaluated_slots, len(actuals))
     names = np.array(actuals.columns)
     stamps = actuals.index[rows]
@@ -117,34 +125,41 @@ def score_recent_slots(
         {
             "name": np.tile(names, len(stamps)),
             "timestamp": np.repeat(stamps, len(names)),
-            "actual": flat(actuals.to_numpy()),
-            "forecast": flat(p50.to_numpy()),
-            "lower": flat(p10.to_numpy()),
-            "upper": flat(p90.to_numpy()),
+            "actual": flat(actuals.to_numpy(dtype=np.float64)),
+            "forecast": flat(p50),
+            "lower": flat(p10),
+            "upper": flat(p90),
             "z_score": flat(z),
-            "recent_error": flat(scores.recent_error),
-            "usual_error": flat(scores.usual_error),
-            "log10_tail_probability": flat(scores.log10_tail),
-            "score": flat(scores.score),
+            "evidence": flat(strongest),
+            "ratio_to_record": flat(result.combined_ratio),
+            "score": flat(result.score),
         }
     )
     frame = frame[np.isfinite(frame["score"])].reset_index(drop=True)
     frame["residual"] = frame["actual"] - frame["forecast"]
     frame["severity"] = severity(frame["score"].to_numpy(), config)
     frame["is_anomaly"] = frame["severity"] != "normal"
-    versions = latest.set_index(["name", "target_timestamp"])["model_version"]
+    versions = latest.set_index(["name", "target_timestamp"])["model_version"] if len(latest) else pd.Series()
     frame["model_version"] = versions.reindex(pd.MultiIndex.from_frame(frame[["name", "timestamp"]])).to_numpy()
-    frame["reason"] = reasons(
-        frame["actual"].to_numpy(),
-        frame["forecast"].to_numpy(),
-        frame["lower"].to_numpy(),
-        frame["upper"].to_numpy(),
-        frame["recent_error"].to_numpy(),
-        frame["usual_error"].to_numpy(),
-        frame["log10_tail_probability"].to_numpy(),
-        config.short_window,
-    )
+    frame["reason"] = [
+        f"actual {a:.4g} vs forecast {f:.4g} (80 % interval {lo:.4g}..{hi:.4g}): {EVIDENCE_WORDS[e]} "
+        f"is {r:.1f}x its largest value of the previous {config.record_window} slots"
+        for a, f, lo, hi, e, r in zip(
+            frame["actual"],
+            frame["forecast"],
+            frame["lower"],
+            frame["upper"],
+            frame["evidence"],
+            frame["ratio_to_record"],
+            strict=True,
+        )
+    ]
     return frame[SCORED_COLUMNS].sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def _number(value: float) -> float | None:
+    """JSON has no NaN: a value without a forecast is stored as null."""
+    return float(value) if np.isfinite(value) else None
 
 
 def anomaly_documents(
@@ -158,18 +173,17 @@ def anomaly_documents(
                 "name": row.name,
                 "timestamp": timestamp,
                 "actual": float(row.actual),
-                "forecast": float(row.forecast),
-                "lower": float(row.lower),
-                "upper": float(row.upper),
-                "residual": float(row.residual),
-                "z_score": float(row.z_score),
-                "recent_error": float(row.recent_error),
-                "usual_error": float(row.usual_error),
-                "log10_tail_probability": float(row.log10_tail_probability),
+                "forecast": _number(row.forecast),
+                "lower": _number(row.lower),
+                "upper": _number(row.upper),
+                "residual": _number(row.residual),
+                "z_score": _number(row.z_score),
+                "evidence": row.evidence,
+                "ratio_to_record": float(row.ratio_to_record),
                 "score": float(row.score),
                 "severity": row.severity,
                 "reason": row.reason,
-                "model_version": str(row.model_version),
+                "model_version": None if pd.isna(row.model_version) else str(row.model_version),
                 "partition_key": partition_key,
                 "detected_at": detected_at.isoformat(),
             },

@@ -56,7 +56,7 @@ class ScoringConfig:
     level_window: int = 6  # slots averaged before comparing with the baseline: a level shift, not one spike
     baseline_window: int = 288  # the usual level / spread: one day
     record_window: int = 288  # evidence is divided by its maximum over the previous day
-    alarm_window: int = 144  # one alarm per 12 h episode: a slot must beat the scores of these slots
+    alarm_window: int = 36  # one alarm per 3 h episode: a slot must beat the raw scores of these slots
     max_ratio: float = 1000.0  # record ratio where the previous record was 0 (a flat series that moves)
 
     def __post_init__(self) -> None:

@@ -66,21 +66,30 @@ def forecasts(
 
 
 class AnomalyConfig(Config):
-    """Thresholds and windows of the anomaly score (see ``scoring``); configuration, not code."""
+    """Thresholds and windows of the anomaly score (see ``scoring.score_series``); configuration, not code."""
 
-    warning_score: float = Field(default=0.5, description="Score from which a value is a warning (0.5 ~ 1e-5 tail)")
-    critical_score: float = Field(default=0.8, description="Score from which a value is critical")
-    short_window: int = Field(default=3, description="Slots whose mean error is judged (smoothing)")
-    long_window: int = Field(
-        default=72, description="Slots of earlier errors forming the usual error distribution (fetched from ES)"
+    warning_score: float = Field(default=0.6, description="0.5 = as unusual as the name's record of the last day")
+    critical_score: float = Field(default=0.8, description="0.8 = four times the name's record of the last day")
+    level_window: int = Field(default=6, description="Recent slots averaged for the level-shift evidence")
+    baseline_window: int = Field(default=288, description="Slots forming the usual level and variability")
+    record_window: int = Field(default=288, description="Each evidence is divided by its maximum over these slots")
+    alarm_window: int = Field(
+        default=36, description="A slot must beat the scores of these slots: one alarm per episode"
     )
-    min_history: int = Field(default=12, description="Earlier errors needed before the usual distribution is used")
+    min_history: int = Field(default=12, description="Slots of evidence needed before a record counts")
+    forecast_lookback_slots: int = Field(
+        default=36,
+        description="Slots of one-step forecasts read back from ES for the forecast evidence (cost: slots x names "
+        "documents per tick); the value evidence uses the whole 24 h window",
+    )
     evaluated_slots: int = Field(default=1, description="Newest slots scored and reported by each tick")
 
     def scoring(self) -> ScoringConfig:
         return ScoringConfig(
-            short_window=self.short_window,
-            long_window=self.long_window,
+            level_window=self.level_window,
+            baseline_window=self.baseline_window,
+            record_window=self.record_window,
+            alarm_window=self.alarm_window,
             min_history=self.min_history,
             warning_score=self.warning_score,
             critical_score=self.critical_score,
@@ -97,9 +106,9 @@ def anomaly_report(
 ) -> Output[pd.DataFrame]:
     """This tick's newest actual values against the forecasts made for them one step before."""
     window = tick_window(context.partition_key)
-    lookback = min(config.long_window + config.short_window + config.evaluated_slots, len(cleaned_series.values))
+    actuals = cleaned_series.values.where(cleaned_series.observed)
+    lookback = max(config.forecast_lookback_slots, config.evaluated_slots)
     since = window.end - pd.Timedelta(minutes=STEP_MINUTES * lookback)
-    actuals = cleaned_series.values.where(cleaned_series.observed).loc[since:]
     client = elasticsearch.get_client()
     earlier = fetch_forecasts(client, elasticsearch.indices.forecasts, since, window.end, issued_by=window.as_of)
     scored = score_recent_slots(actuals, earlier, config.scoring(), config.evaluated_slots)
@@ -107,13 +116,12 @@ def anomaly_report(
     written = bulk_write(
         client, elasticsearch.indices.anomalies, anomaly_documents(flagged, context.partition_key, window.end)
     )
-    newest = actuals.iloc[-config.evaluated_slots :]
-    columns = ["name", "timestamp", "actual", "lower", "forecast", "upper", "score", "severity", "reason"]
+    columns = ["name", "timestamp", "actual", "lower", "forecast", "upper", "evidence", "score", "severity", "reason"]
     return Output(
         scored,
         metadata={
             "values_compared": len(scored),
-            "actual_values_without_forecast": int(newest.notna().to_numpy().sum()) - len(scored),
+            "values_without_forecast": int(scored["forecast"].isna().sum()),
             "anomalies": len(flagged),
             "critical": int((flagged["severity"] == "critical").sum()),
             "documents_written": written,

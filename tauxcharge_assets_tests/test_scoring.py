@@ -1,0 +1,119 @@
+"""The detector's scores: anomalies high, calm series low, causal, and configuration checked."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from tauxcharge_assets import scoring
+
+CONFIG = scoring.ScoringConfig()
+
+
+def calm(rows: int = 1500, names: int = 3, seed: int = 0) -> np.ndarray:
+    """Daily-cycle load with noise; forecasts below are the noiseless cycle, as a good model gives."""
+    rng = np.random.default_rng(seed)
+    cycle = 40 + 10 * np.sin(2 * np.pi * np.arange(rows) / 288)
+    return cycle[:, None] + rng.normal(0, 1, (rows, names))
+
+
+def forecasts(actual: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rows = actual.shape[0]
+    p50 = np.repeat((40 + 10 * np.sin(2 * np.pi * np.arange(rows) / 288))[:, None], actual.shape[1], axis=1)
+    return p50 - 1.28, p50, p50 + 1.28
+
+
+def score(actual: np.ndarray, config: scoring.ScoringConfig = CONFIG) -> np.ndarray:
+    return scoring.score_series(actual, *forecasts(actual), config).score
+
+
+def test_spike_scores_high_and_calm_scores_low() -> None:
+    actual = calm()
+    actual[1200, 1] += 25.0
+    scores = score(actual)
+    assert scores.shape == actual.shape
+    assert np.nanmin(scores) >= 0.0 and np.nanmax(scores) < 1.0
+    assert scores[1200, 1] > 0.7
+    late = scores[400:, [0, 2]]  # after the first day of history
+    assert np.quantile(late, 0.99) < 0.5
+    assert scores[1200, 1] > late.max() + 0.1
+
+
+def test_level_shift_and_flat_line_are_found() -> None:
+    actual = calm(names=2)
+    actual[1000:, 0] += 8.0  # a lasting shift, within the daily range
+    actual[1100:1200, 1] = actual[1099, 1]  # a stuck collector
+    scores = score(actual)
+    assert scores[1000:1012, 0].max() > 0.6
+    assert scores[1100:1115, 1].max() > 0.6
+
+
+def test_one_alarm_per_episode() -> None:
+    actual = calm(names=1)
+    actual[1000:1100, 0] += 30.0
+    with_alarm_window = score(actual)[:, 0]
+    without = score(actual, dataclasses.replace(CONFIG, alarm_window=0))[:, 0]
+    assert (with_alarm_window[1000:1100] > 0.5).sum() <= 2
+    assert (without[1000:1100] > 0.5).sum() > (with_alarm_window[1000:1100] > 0.5).sum()
+
+
+def test_scores_are_causal() -> None:
+    actual = calm()
+    actual[900, 0] += 20.0
+    full = score(actual)
+    changed = actual.copy()
+    changed[700:] = np.random.default_rng(5).normal(80, 30, changed[700:].shape)  # a different future
+    for other in (actual[:700], changed):
+        assert np.array_equal(score(other)[:700], full[:700], equal_nan=True)
+
+
+def test_names_are_scored_independently() -> None:
+    actual = calm()
+    actual[1200, 2] += 25.0
+    together = score(actual)
+    alone = score(actual[:, [0]])
+    assert np.array_equal(together[:, [0]], alone, equal_nan=True)
+
+
+def test_missing_values_score_nan_and_do_not_break_the_rest() -> None:
+    actual = calm(names=1)
+    actual[500:510, 0] = np.nan
+    scores = score(actual)[:, 0]
+    assert np.isnan(scores[500:510]).all()
+    assert np.isfinite(scores[510:]).all()
+
+
+def test_standardised_residuals_use_the_side_of_the_interval() -> None:
+    z = scoring.standardised_residuals(np.array([12.0, 9.0]), np.array([9.0, 9.0]), np.array([10.0]), np.array([14.0]))
+    assert z == pytest.approx([0.5 * scoring.Z90, -1.0 * scoring.Z90])
+
+
+def test_score_residuals_still_flags_a_large_residual() -> None:
+    z = np.random.default_rng(1).normal(0, 1, (600, 2))
+    z[500, 0] = 12.0
+    result = scoring.score_residuals(z, scoring.ScoringConfig(short_window=1, long_window=288))
+    assert result.score[500, 0] > 0.8
+    assert np.nanmax(result.score[300:, 1]) < 0.8
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"warning_score": 0.9, "critical_score": 0.8},
+        {"short_window": 0},
+        {"level_window": 1},
+        {"record_window": 5},
+        {"alarm_window": -1},
+        {"max_ratio": 1.0},
+    ],
+)
+def test_bad_configuration_is_refused(fields: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="need"):
+        scoring.ScoringConfig(**fields)
+
+
+def test_severity_follows_the_thresholds() -> None:
+    labels = scoring.severity(np.array([0.1, 0.55, 0.95]), scoring.ScoringConfig(warning_score=0.5, critical_score=0.9))
+    assert labels.tolist() == ["normal", "warning", "critical"]
