@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from dagster import AssetKey, FilesystemIOManager, SkipReason, build_sensor_context, materialize
 
-from tauxcharge_assets.assets import ALL_ASSETS, MODEL_ASSETS, TICK_ASSETS
+from tauxcharge_assets.assets import ALL_ASSETS, MODEL_ASSETS, TICK_ASSETS, hyperparameter_search
 from tauxcharge_assets.checks import ALL_CHECKS
 from tauxcharge_assets.demo import QUIET
 from tauxcharge_assets.es_store import bulk_write, count_documents, fetch_raw_metrics, scan_pit
@@ -187,3 +187,31 @@ def test_the_forecasts_come_from_the_champion_and_a_worse_challenger_does_not_re
     assert evaluations["challenger_beats_champion"] is False
     assert AssetKey("champion_model") not in {e.asset_key for e in result.get_asset_materialization_events()}
     assert champion_version(mlflow_resource.tracking_uri, mlflow_resource.registered_model_name) == champion
+
+
+def test_the_hyperparameter_search_tracks_every_trial_in_mlflow(
+    pipeline: Pipeline, mlflow_resource: MlflowResource
+) -> None:
+    import mlflow
+
+    search = {
+        **TRAINING,
+        "epochs": 1,
+        "train_until": (pipeline.end - 4 * STEP).isoformat(),
+        "windows": [144],
+        "lstm_units_grid": [4, 8],
+        "learning_rates": [3e-3],
+        "max_trials": 2,
+    }
+    result = materialize(
+        [*ALL_ASSETS],
+        selection=[hyperparameter_search],
+        resources=pipeline.resources,
+        run_config={**QUIET, "ops": {"hyperparameter_search": {"config": search}}},
+    )
+    table = result.output_for_node("hyperparameter_search")
+    assert sorted(table["lstm_units"]) == [4, 8] and table["median_mase"].is_monotonic_increasing
+    client = mlflow.MlflowClient(tracking_uri=mlflow_resource.tracking_uri)
+    for run_id in table["run_id"]:
+        run = client.get_run(run_id)
+        assert run.data.tags.get("mlflow.parentRunId") and "backtest_challenger_median_mase_hmean" in run.data.metrics
