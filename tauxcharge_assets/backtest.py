@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 QUANTILES = (0.1, 0.5, 0.9)
-SUMMARY_HORIZONS_LABEL = "mean"
+POOLED_HORIZON = "mean"  # the horizon label of the scores pooled over every step 1..horizon
 
 
 @dataclass(frozen=True)
@@ -98,8 +98,12 @@ def causal_ffill(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)
     index = np.where(np.isnan(values), 0, np.arange(values.size))
     np.maximum.accumulate(index, out=index)
-    filled = values[index]
-    return filled  # leading NaNs (before the first observation) stay NaN
+    return values[index]  # leading NaNs (before the first observation) stay NaN
+
+
+def value_at(filled: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``filled[index]`` with NaN for negative positions (which numpy would wrap to the end)."""
+    return np.where(index >= 0, filled[np.clip(index, 0, None)], np.nan)
 
 
 def window_targets(values: np.ndarray, origins: np.ndarray, horizon: int) -> np.ndarray:
@@ -165,7 +169,7 @@ class NaiveForecaster(_ResidualIntervalForecaster):
     name = "naive"
 
     def _point(self, values: np.ndarray, origins: np.ndarray, horizon: int) -> np.ndarray:
-        last = causal_ffill(values)[origins - 1]
+        last = value_at(causal_ffill(values), origins - 1)
         return np.repeat(last[:, None], horizon, axis=1)
 
 
@@ -188,11 +192,11 @@ class SeasonalNaiveForecaster(_ResidualIntervalForecaster):
         filled = causal_ffill(values)
         steps = np.arange(1, horizon + 1)[None, :]
         targets = origins[:, None] + steps - 1
-        point = np.repeat(filled[origins - 1][:, None], horizon, axis=1)  # the last resort
+        point = np.repeat(value_at(filled, origins - 1)[:, None], horizon, axis=1)  # the last resort
         seasons = [s for s in (self.fallback_season, self.season) if s]  # the preferred season last
         for season in seasons:
             source = targets - season * np.ceil(steps / season).astype(np.int64)  # always before the origin
-            seasonal = np.where(source >= 0, filled[np.clip(source, 0, None)], np.nan)
+            seasonal = value_at(filled, source)
             point = np.where(np.isnan(seasonal), point, seasonal)
         return point
 
@@ -208,6 +212,7 @@ def baseline_forecasters(spec: BacktestSpec | None = None) -> list[Forecaster]:
 
 # --- running and scoring ----------------------------------------------------------------------------
 
+TIMING_COLUMNS = ["forecaster", "fit_s", "forecast_s", "fit_cpu_s", "forecast_cpu_s"]
 METRIC_COLUMNS = ["forecaster", "series", "horizon", "mae", "mase", "coverage", "pinball", "scaled_pinball", "n"]
 
 
@@ -218,7 +223,7 @@ def pinball_loss(targets: np.ndarray, quantiles: np.ndarray) -> float:
     return float(np.mean(np.maximum(levels * error, (levels - 1.0) * error)))
 
 
-def _score(targets: np.ndarray, forecast: np.ndarray, scale: float) -> dict[str, float]:
+def _score(targets: np.ndarray, forecast: np.ndarray, scale: float) -> dict[str, float | int]:
     """Metrics over the observed targets of a (n,) target vector and its (n, 3) quantiles."""
     observed = ~np.isnan(targets)
     targets, forecast = targets[observed], forecast[observed]
@@ -247,14 +252,14 @@ def score_forecasts(
         scores = _score(targets[:, horizon - 1], forecast[:, horizon - 1, :], scale)
         rows.append({"forecaster": forecaster, "series": series, "horizon": str(horizon)} | scores)
     pooled = _score(targets.reshape(-1), forecast.reshape(-1, len(QUANTILES)), scale)
-    rows.append({"forecaster": forecaster, "series": series, "horizon": SUMMARY_HORIZONS_LABEL} | pooled)
+    rows.append({"forecaster": forecaster, "series": series, "horizon": POOLED_HORIZON} | pooled)
     return rows
 
 
 @dataclass(frozen=True)
 class BacktestResult:
     frame: pd.DataFrame  # one row per forecaster x series x horizon: METRIC_COLUMNS
-    timings: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["forecaster", "fit_s", "forecast_s"]))
+    timings: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=TIMING_COLUMNS))  # wall and CPU s
     spec: BacktestSpec = field(default_factory=BacktestSpec)
 
     def summary(self) -> pd.DataFrame:
@@ -273,15 +278,18 @@ class BacktestResult:
         return summary.drop(columns="covered")
 
     def to_markdown(self) -> str:
-        """One row per forecaster: MASE at each reported horizon and over all steps, coverage, wall times."""
+        """One row per forecaster: MASE per reported horizon and over all steps, coverage, wall and CPU times.
+
+        sPL is the pinball loss divided by the MASE scale (lower is better, comparable across series).
+        """
         summary = self.summary()
-        labels = [str(h) for h in self.spec.report_horizons] + [SUMMARY_HORIZONS_LABEL]
+        labels = [str(h) for h in self.spec.report_horizons] + [POOLED_HORIZON]
         header = (
             ["forecaster"]
             + [f"median MASE h={h}" for h in labels]
             + [f"mean MASE h={h}" for h in labels]
             + [f"coverage80 h={h}" for h in labels]
-            + ["median sPL mean", "fit s", "forecast s"]
+            + ["median sPL mean", "fit s", "forecast s", "fit CPU s", "forecast CPU s"]
         )
         timings = self.timings.set_index("forecaster") if len(self.timings) else pd.DataFrame()
         rows = []
@@ -290,8 +298,8 @@ class BacktestResult:
             cells = [str(name)]
             for column in ("median_mase", "mean_mase", "coverage"):
                 cells += [_fmt(by_horizon[column].get(h, np.nan)) for h in labels]
-            cells.append(_fmt(by_horizon["median_scaled_pinball"].get(SUMMARY_HORIZONS_LABEL, np.nan)))
-            for column in ("fit_s", "forecast_s"):
+            cells.append(_fmt(by_horizon["median_scaled_pinball"].get(POOLED_HORIZON, np.nan)))
+            for column in TIMING_COLUMNS[1:]:
                 cells.append(_fmt(timings[column].get(name, np.nan), 1) if column in timings else "")
             rows.append(cells)
         return markdown_table(header, rows)
@@ -320,9 +328,9 @@ def run_backtest(
     rows: list[dict[str, object]] = []
     timings: list[dict[str, object]] = []
     for forecaster in forecasters:
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         forecaster.fit(train)
-        fitted = time.perf_counter()
+        fitted, fitted_cpu = time.perf_counter(), time.process_time()
         for name, v in values.items():
             origins = forecast_origins(v.size, splits[name], spec)
             if origins.size == 0:
@@ -331,8 +339,16 @@ def run_backtest(
             _check_forecast(forecaster.name, name, forecast, origins.size, spec.horizon)
             targets = window_targets(v, origins, spec.horizon)
             rows += score_forecasts(forecaster.name, name, targets, forecast, scales[name], spec)
-        done = time.perf_counter()
-        timings.append({"forecaster": forecaster.name, "fit_s": fitted - started, "forecast_s": done - fitted})
+        done, done_cpu = time.perf_counter(), time.process_time()
+        timings.append(
+            {
+                "forecaster": forecaster.name,
+                "fit_s": fitted - started,
+                "forecast_s": done - fitted,
+                "fit_cpu_s": fitted_cpu - started_cpu,
+                "forecast_cpu_s": done_cpu - fitted_cpu,
+            }
+        )
     return BacktestResult(frame=pd.DataFrame(rows, columns=METRIC_COLUMNS), timings=pd.DataFrame(timings), spec=spec)
 
 
