@@ -378,7 +378,8 @@ def check_causal(
         tampered = values.copy()
         tampered[origin:] = rng.normal(10.0 * spread, 3.0 * spread, values.size - origin)
         again = np.asarray(forecaster.forecast(series, tampered, origins[i : i + 1], horizon), dtype=np.float64)[0]
-        if not np.allclose(again, reference[i], rtol=1e-7, atol=1e-9, equal_nan=True):
+        # float32 networks give batch-size-dependent rounding (~1e-8): a leak moves forecasts by ~spread
+        if not np.allclose(again, reference[i], rtol=1e-5, atol=1e-6 * spread, equal_nan=True):
             gap = float(np.nanmax(np.abs(again - reference[i])))
             leaks.append(f"origin {int(origin)} (max change {gap:.4g})")
     if leaks:
