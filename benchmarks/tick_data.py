@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from elasticsearch import Elasticsearch, NotFoundError
 
@@ -48,10 +49,12 @@ def is_loaded(client: Elasticsearch, dataset: Dataset) -> bool:
 
 def ensure_loaded(client: Elasticsearch, dataset: Dataset, log: bool = True) -> int:
     """Load the dataset unless its marker says it is there; returns the number of metric documents."""
-    ensure_indices(client, dataset.indices)
     if is_loaded(client, dataset):
         return int(client.get(index=dataset.meta_index, id="dataset")["_source"]["documents"])
     metrics = dataset.indices.metrics
+    # Another spec (or a partial load) under this prefix: start from empty indices.
+    client.indices.delete(index=f"{dataset.prefix}-*", allow_no_indices=True, expand_wildcards="all")
+    ensure_indices(client, dataset.indices)
     spec = SimulationSpec(n_names=dataset.n_names, days=dataset.days, end=dataset.end, seed=dataset.seed)
     started = time.perf_counter()
     if log:
@@ -70,6 +73,41 @@ def ensure_loaded(client: Elasticsearch, dataset: Dataset, log: bool = True) -> 
     if log:
         print(f"loaded {written} documents in {time.perf_counter() - started:.0f} s", flush=True)
     return written
+
+
+def reset_outputs(client: Elasticsearch, dataset: Dataset) -> None:
+    """Fresh forecast and anomaly indices (current mappings), as a deployment starts with."""
+    for index in (dataset.indices.forecasts, dataset.indices.anomalies):
+        client.indices.delete(index=index, allow_no_indices=True, ignore_unavailable=True)
+    ensure_indices(client, dataset.indices)
+
+
+def prime_forecasts(client: Elasticsearch, dataset: Dataset, first_end: pd.Timestamp, last_end: pd.Timestamp) -> int:
+    """The t+5 min forecasts the anomaly step reads, for every name and slot in ``[first_end, last_end)``.
+
+    In a running deployment earlier ticks wrote them; here they are written directly (value = a
+    constant: the read's cost does not depend on it), under the ids the ticks themselves use.
+    """
+    from tauxcharge_assets.anomalies import forecast_documents
+    from tauxcharge_assets.simulator import _names
+
+    names = _names(dataset.n_names)["name"].to_numpy()
+    slots = pd.date_range(first_end, last_end, freq="5min", inclusive="left")
+    frame = pd.DataFrame(
+        {
+            "name": np.tile(names, len(slots)),
+            "issued_at": np.repeat(slots, len(names)),
+            "horizon_steps": np.int16(1),
+            "value": 50.0,
+            "lower": 45.0,
+            "upper": 55.0,
+            "model_name": "tauxcharge-load-lstm",
+            "model_version": "primed",
+        }
+    )
+    frame["target_timestamp"] = frame["issued_at"]
+    frame["partition_key"] = (frame["issued_at"] - pd.Timedelta(minutes=5)).dt.strftime("%Y-%m-%d-%H:%M")
+    return bulk_write(client, dataset.indices.forecasts, forecast_documents(frame), chunk_size=5_000)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import pandas as pd
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, asset_check
 
 from tauxcharge_assets.assets import cleaned_series, forecasts, raw_es_extract, trained_model
+from tauxcharge_assets.assets.ingest import RawExtract
 from tauxcharge_assets.cleaning import CleanedSeries, CleaningRules
 from tauxcharge_assets.partitions import tick_partitions, tick_window
 from tauxcharge_assets.registry import ModelHandle
@@ -27,8 +28,8 @@ class QualityThresholds:
 THRESHOLDS = QualityThresholds()
 
 
-def freshness(raw: pd.DataFrame, window_end: pd.Timestamp, t: QualityThresholds = THRESHOLDS) -> AssetCheckResult:
-    newest = raw["timestamp"].max() if len(raw) else pd.NaT
+def freshness(raw: RawExtract, window_end: pd.Timestamp, t: QualityThresholds = THRESHOLDS) -> AssetCheckResult:
+    newest = raw.newest_timestamp if raw.newest_timestamp is not None else pd.NaT
     lag = (window_end - newest).total_seconds() / 60 if pd.notna(newest) else float("inf")
     return AssetCheckResult(
         passed=bool(lag <= t.max_staleness_minutes),
@@ -40,16 +41,13 @@ def freshness(raw: pd.DataFrame, window_end: pd.Timestamp, t: QualityThresholds 
     )
 
 
-def values_in_range(
-    raw: pd.DataFrame, rules: CleaningRules = CleaningRules(), t: QualityThresholds = THRESHOLDS
-) -> AssetCheckResult:
-    numeric = pd.to_numeric(raw["value"], errors="coerce")
-    invalid = numeric.isna() | ~numeric.between(rules.value_min, rules.value_max)
-    share = float(invalid.mean()) if len(raw) else 0.0
+def values_in_range(raw: RawExtract, t: QualityThresholds = THRESHOLDS) -> AssetCheckResult:
+    """Share of the window's documents whose value is not a number in the default range [0, 100]."""
+    share = raw.invalid_values / raw.documents if raw.documents else 0.0
     return AssetCheckResult(
         passed=share <= t.max_invalid_value_share,
         metadata={
-            "invalid_values": int(invalid.sum()),
+            "invalid_values": raw.invalid_values,
             "invalid_share": share,
             "max_share": t.max_invalid_value_share,
         },
@@ -115,13 +113,13 @@ def champion_gate(handle: ModelHandle) -> AssetCheckResult:
 
 
 @asset_check(asset=raw_es_extract, partitions_def=tick_partitions, blocking=True)
-def raw_es_extract_is_fresh(context: AssetCheckExecutionContext, raw_es_extract: pd.DataFrame) -> AssetCheckResult:
+def raw_es_extract_is_fresh(context: AssetCheckExecutionContext, raw_es_extract: RawExtract) -> AssetCheckResult:
     """The newest document is at most 15 minutes older than the partition's end."""
     return freshness(raw_es_extract, tick_window(context.partition_key).end)
 
 
 @asset_check(asset=raw_es_extract, partitions_def=tick_partitions, blocking=False)
-def raw_values_in_range(raw_es_extract: pd.DataFrame) -> AssetCheckResult:
+def raw_values_in_range(raw_es_extract: RawExtract) -> AssetCheckResult:
     """At most 2 % of the documents have a value that is not a number in [0, 100]."""
     result = values_in_range(raw_es_extract)
     return AssetCheckResult(passed=result.passed, metadata=result.metadata, severity=AssetCheckSeverity.WARN)

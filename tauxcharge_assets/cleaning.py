@@ -73,33 +73,43 @@ def _winners(window: RollingWindow, in_range: np.ndarray) -> tuple[np.ndarray, n
     return cells[chosen] // n, cells[chosen] % n, value[chosen]
 
 
-def clean_window(window: RollingWindow, rules: CleaningRules | None = None) -> CleanedSeries:
-    """The window on its grid, names sorted, with every rule's count (see the module docstring)."""
-    rules = rules or CleaningRules()
-    lo, hi = rules.value_min, rules.value_max
+def _in_range(values: np.ndarray, rules: CleaningRules) -> np.ndarray:
     with np.errstate(invalid="ignore"):
-        dense_in_range = (window.value >= lo) & (window.value <= hi)
-        extra_in_range = (window.extra["value"] >= lo) & (window.extra["value"] <= hi)
+        return (values >= rules.value_min) & (values <= rules.value_max)
+
+
+def value_counts(window: RollingWindow, rules: CleaningRules) -> dict[str, int]:
+    """The document counts of rules 1-4 for ``window``, without building the grid (cheap)."""
+    dense_in_range = _in_range(window.value, rules)
+    extra_in_range = _in_range(window.extra["value"], rules)
     single = window.count == 1
-    dense_valid = single & dense_in_range
-    values = np.where(dense_valid, window.value, np.nan)
-    rows, columns, winners = _winners(window, extra_in_range)
-    values[rows, columns] = winners
-    extra_valid = int(extra_in_range.sum())
-    order = np.argsort(window.names.astype(str), kind="stable") if len(window.names) else np.empty(0, np.int64)
-    values = np.ascontiguousarray(values[:, order])
-    observed_values = values.copy()
-    filled, interpolated = fill_short_gaps_array(values, rules.max_gap_fill)
-    slots = pd.date_range(window.start, periods=window.steps, freq=f"{STEP_MINUTES}min", name="timestamp")
-    names = pd.Index(window.names[order], dtype=object, name="name")
-    observed = ~np.isnan(observed_values)
-    counts = {
+    return {
         "documents": int(window.slot_documents.sum()),
         "without_name_or_timestamp": int(window.slot_unplaced.sum()),
         "non_numeric": int(window.slot_non_numeric.sum()),
         "out_of_range": int((single & ~np.isnan(window.value) & ~dense_in_range).sum()) + int((~extra_in_range).sum()),
-        "off_grid": int((dense_valid & window.off_grid).sum()) + int((extra_in_range & window.extra["off_grid"]).sum()),
-        "duplicates": extra_valid - len(winners),
+        "off_grid": int((single & dense_in_range & window.off_grid).sum())
+        + int((extra_in_range & window.extra["off_grid"]).sum()),
+    }
+
+
+def clean_window(window: RollingWindow, rules: CleaningRules | None = None) -> CleanedSeries:
+    """The window on its grid, names sorted, with every rule's count (see the module docstring)."""
+    rules = rules or CleaningRules()
+    dense_valid = (window.count == 1) & _in_range(window.value, rules)
+    extra_in_range = _in_range(window.extra["value"], rules)
+    values = np.where(dense_valid, window.value, np.nan)
+    rows, columns, winners = _winners(window, extra_in_range)
+    values[rows, columns] = winners
+    order = np.argsort(window.names.astype(str), kind="stable") if len(window.names) else np.empty(0, np.int64)
+    values = np.ascontiguousarray(values[:, order])
+    observed = ~np.isnan(values)
+    filled, interpolated = fill_short_gaps_array(values, rules.max_gap_fill)
+    slots = pd.date_range(window.start, periods=window.steps, freq=f"{STEP_MINUTES}min", name="timestamp")
+    names = pd.Index(window.names[order], dtype=object, name="name")
+    counts = {
+        **value_counts(window, rules),
+        "duplicates": int(extra_in_range.sum()) - len(winners),
         "grid_points": int(observed.size),
         "observed_points": int(observed.sum()),
         "interpolated": interpolated,

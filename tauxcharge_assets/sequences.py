@@ -27,9 +27,19 @@ class SequenceTensors:
 
 
 def fill_for_model(values: np.ndarray) -> np.ndarray:
-    """Carry the last value forward (then the first one backward) so the LSTM never sees NaN."""
-    frame = pd.DataFrame(values.T)
-    return frame.ffill().bfill().to_numpy(dtype=np.float32).T
+    """Carry the last value forward (then the first one backward) so the LSTM never sees NaN.
+
+    Rows are series (n, window); all rows at once with index arithmetic, no per-row work.
+    """
+    values = np.asarray(values, dtype=np.float32)
+    if values.size == 0:
+        return values.copy()
+    missing = np.isnan(values)
+    position = np.arange(values.shape[1])
+    last_seen = np.maximum.accumulate(np.where(missing, -1, position), axis=1)
+    first_seen = np.argmax(~missing, axis=1)
+    source = np.where(last_seen >= 0, last_seen, first_seen[:, None])
+    return np.take_along_axis(values, source, axis=1)
 
 
 def build_sequences(cleaned: CleanedSeries, name_ids: dict[str, int], window: int = WINDOW_STEPS) -> SequenceTensors:

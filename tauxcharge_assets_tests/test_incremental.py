@@ -236,3 +236,25 @@ def test_the_store_keeps_the_live_chain_and_the_last_writes(tmp_path) -> None:
         update_window(reader, T0 + tick * STEP, store, steps=12)
     kept = sorted(path.stem for path in store.root.glob("*.pkl"))
     assert kept == ["20260302T0325", "20260302T0415", "20260302T0420"]
+
+
+def test_io_manager_retention_keeps_the_latest_and_the_last_written_partitions(tmp_path) -> None:
+    import os
+
+    from tauxcharge_assets.retention import prune_partition_files
+
+    folder = tmp_path / "cleaned_series"
+    folder.mkdir()
+    written_at = {  # live ticks, then a backfill of older partitions written most recently
+        "2026-03-02-10:00": 100,
+        "2026-03-02-10:05": 200,
+        "2026-03-02-10:10": 300,
+        "2026-03-01-08:00": 400,
+        "2026-03-01-08:05": 500,
+    }
+    for key, mtime in written_at.items():
+        (folder / key).write_bytes(b"x")
+        os.utime(folder / key, (mtime, mtime))
+    deleted = prune_partition_files(folder, keep_latest=2, keep_written=1)
+    assert sorted(p.name for p in folder.iterdir()) == ["2026-03-01-08:05", "2026-03-02-10:05", "2026-03-02-10:10"]
+    assert sorted(p.name for p in deleted) == ["2026-03-01-08:00", "2026-03-02-10:00"]
