@@ -111,26 +111,26 @@ def score_recent_slots(
         return table.reindex(index=actuals.index, columns=actuals.columns).to_numpy(dtype=np.float64)
 
     p50, p10, p90 = wide("value"), wide("lower"), wide("upper")
-    result = score_series(actuals.to_numpy(dtype=np.float64), p10, p50, p90, config)
-    z = standardised_residuals(actuals.to_numpy(dtype=np.float64), p10, p50, p90)
-    strongest = result.strongest()
-    rows = slice(len(actuals) - evaluated_slots, len(actuals))
+    values = actuals.to_numpy(dtype=np.float64)
+    evaluated_slots = min(evaluated_slots, len(values))
+    result = score_series(values, p10, p50, p90, config, last_slots=evaluated_slots)
+    rows = slice(len(values) - evaluated_slots, len(values))
     names = np.array(actuals.columns)
     stamps = actuals.index[rows]
 
     def flat(array: np.ndarray) -> np.ndarray:
-        return np.asarray(array)[rows].reshape(-1)
+        return np.asarray(array).reshape(-1)
 
     frame = pd.DataFrame(
         {
             "name": np.tile(names, len(stamps)),
             "timestamp": np.repeat(stamps, len(names)),
-            "actual": flat(actuals.to_numpy(dtype=np.float64)),
-            "forecast": flat(p50),
-            "lower": flat(p10),
-            "upper": flat(p90),
-            "z_score": flat(z),
-            "evidence": flat(strongest),
+            "actual": flat(values[rows]),
+            "forecast": flat(p50[rows]),
+            "lower": flat(p10[rows]),
+            "upper": flat(p90[rows]),
+            "z_score": flat(standardised_residuals(values[rows], p10[rows], p50[rows], p90[rows])),
+            "evidence": flat(result.strongest()),
             "ratio_to_record": flat(result.combined_ratio),
             "score": flat(result.score),
         }

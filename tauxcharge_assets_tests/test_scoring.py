@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tauxcharge_assets import scoring
@@ -75,6 +76,44 @@ def test_names_are_scored_independently() -> None:
     together = score(actual)
     alone = score(actual[:, [0]])
     assert np.array_equal(together[:, [0]], alone, equal_nan=True)
+
+
+def test_blocks_of_names_and_the_newest_slots_match_one_whole_pass() -> None:
+    actual = calm(rows=700, names=7)
+    actual[650, 3] += 30.0
+    actual[100:130, 5] = np.nan
+    whole = scoring.score_series(actual, *forecasts(actual), CONFIG)
+    blocked = scoring.score_series(actual, *forecasts(actual), CONFIG, last_slots=4, names_per_block=3)
+    assert blocked.score.shape == (4, 7)
+    assert np.array_equal(blocked.score, whole.score[-4:], equal_nan=True)
+    assert np.array_equal(blocked.combined_ratio, whole.combined_ratio[-4:])
+    for kind in scoring.EVIDENCE:
+        assert np.array_equal(blocked.ratio[kind], whole.ratio[kind][-4:])
+
+
+def test_moving_statistics_match_pandas_rolling() -> None:
+    """The bottleneck windows keep pandas' semantics: NaN skipped, ``min_periods``, flat windows exactly 0."""
+    values = calm(rows=400, names=3)
+    values[rng_rows(400, 40), 1] = np.nan
+    values[200:260, 2] = 41.5  # a flat line: its spread of changes must be exactly 0
+    frame = pd.DataFrame(values)
+    config = scoring.ScoringConfig(level_window=6, baseline_window=50, record_window=60, min_history=12)
+    level = (frame.rolling(6, min_periods=1).mean() - frame.shift(6).rolling(50, min_periods=12).median()).abs()
+    np.testing.assert_allclose(
+        scoring._level_shift(values, config), level.to_numpy(), rtol=1e-10, atol=1e-9, equal_nan=True
+    )
+    spread = frame.diff().rolling(6, min_periods=2).std()
+    ours = scoring._moving_std(values - scoring._shift(values, 1), 6, 2)
+    np.testing.assert_allclose(ours, spread.to_numpy(), rtol=1e-7, atol=1e-9, equal_nan=True)
+    assert (ours[212:260, 2] == 0.0).all()
+    evidence = level.fillna(0.0)
+    record = evidence.shift(1).rolling(60, min_periods=12).max().to_numpy()
+    expected = np.where(record > 0, evidence.to_numpy() / np.where(record > 0, record, 1.0), 0.0)
+    np.testing.assert_allclose(scoring._record_ratio(evidence.to_numpy(), config), np.nan_to_num(expected))
+
+
+def rng_rows(rows: int, count: int) -> np.ndarray:
+    return np.random.default_rng(9).choice(rows, count, replace=False)
 
 
 def test_missing_values_score_nan_and_do_not_break_the_rest() -> None:
