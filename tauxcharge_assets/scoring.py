@@ -193,7 +193,8 @@ def _record_ratio(evidence: np.ndarray, config: ScoringConfig) -> np.ndarray:
     """Evidence over its maximum of the previous ``record_window`` slots; 0 until ``min_history`` of them."""
     record = _moving(bn.move_max, _shift(evidence, 1), config.record_window, config.min_history)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(record > 0, evidence / record, np.where(evidence > 0, config.max_ratio, 0.0))
+        # A record of 0 (a flat series that moves) gives ``max_ratio``; no record yet (NaN) gives 0.
+        ratio = np.where(record > 0, evidence / record, np.where((evidence > 0) & (record == 0), config.max_ratio, 0.0))
     return np.nan_to_num(np.minimum(ratio, config.max_ratio), nan=0.0)
 
 
