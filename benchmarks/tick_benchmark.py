@@ -221,7 +221,9 @@ def backfill_run(keys: list[str], prefix: str) -> dict:
 
 
 def storage_per_partition(key: str, prefix: str) -> dict[str, int]:
-    """Bytes the tick assets left on disk for one partition (IO manager outputs), plus the rolling window."""
+    """Bytes the tick assets left on disk for one partition (IO manager outputs), plus the kept windows."""
+    import pandas as pd
+
     from tauxcharge_assets.es_store import IndexNames
     from tauxcharge_assets.settings import data_dir
     from tauxcharge_assets.window_store import WindowStore
@@ -240,6 +242,10 @@ def storage_per_partition(key: str, prefix: str) -> dict[str, int]:
         sizes[asset] = path.stat().st_size if path.exists() else 0
     window = WindowStore.for_index(IndexNames(prefix).metrics).path_for(partition_end(key))
     sizes["rolling_window_state"] = window.stat().st_size if window.exists() else 0
+    from tauxcharge_assets.forecast_window import store_for
+
+    kept = store_for(IndexNames(prefix).forecasts).path_for(partition_end(key) + pd.Timedelta(minutes=STEP_MINUTES))
+    sizes["one_step_forecast_state"] = kept.stat().st_size if kept.exists() else 0
     return sizes
 
 

@@ -160,7 +160,9 @@ def tick(key: str, res: dict[str, object], timers: Timers, incremental: bool = T
     with timers.stage("forecast"):
         frame = serving.forecasts(context(), sequence_tensors=sequences).value
     with timers.stage("anomalies"):
-        serving.anomaly_report(context(), config=serving.AnomalyConfig(), cleaned_series=cleaned, forecasts=frame)
+        serving.anomaly_report(
+            context(), config=serving.AnomalyConfig(incremental=incremental), cleaned_series=cleaned, forecasts=frame
+        )
     return {"read": raw.metadata["read"].value, "documents_read": raw.metadata["documents_read"].value}
 
 

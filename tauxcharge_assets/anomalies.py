@@ -28,7 +28,9 @@ def forecast_frame(
     n, horizon, _ = quantiles.shape
     issued_at = sequences.next_timestamp
     steps = np.arange(1, horizon + 1)
-    clipped = np.clip(quantiles.reshape(-1, 3), *value_range).astype(np.float64)
+    # Rounded here, not when written: the frame holds exactly what Elasticsearch stores (the anomaly
+    # step of the next tick may read either).
+    clipped = np.round(np.clip(quantiles.reshape(-1, 3), *value_range).astype(np.float64), 4)
     return pd.DataFrame(
         {
             "name": np.repeat(sequences.names, horizon),
@@ -45,23 +47,51 @@ def forecast_frame(
     )
 
 
+def written_forecasts(forecasts: pd.DataFrame) -> pd.DataFrame:
+    """The rows the forecasts asset writes back: a NaN forecast (a diverged model) is counted, not stored."""
+    return forecasts.loc[forecasts[["value", "lower", "upper"]].notna().all(axis=1).to_numpy()]
+
+
+def _iso_strings(stamps: pd.Series) -> list[str]:
+    """ISO 8601 of each timestamp, formatted once per distinct value (a tick has 1 + 12 of them)."""
+    codes, uniques = pd.factorize(stamps)
+    return np.array([stamp.isoformat() for stamp in uniques], dtype=object)[codes].tolist()
+
+
 def forecast_documents(forecasts: pd.DataFrame) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Ids from (name, issued_at, horizon): a rerun or a backfill overwrites, never duplicates."""
-    for row in forecasts.itertuples(index=False):
-        issued = row.issued_at.isoformat()
+    """Ids from (name, issued_at, horizon): a rerun or a backfill overwrites, never duplicates.
+
+    Built column-wise (one ``tolist`` per column, no per-row pandas access): 120,000 documents per
+    tick at 10,000 names.
+    """
+    if forecasts.empty:
+        return
+    columns = (
+        forecasts["name"].astype(str).tolist(),
+        _iso_strings(forecasts["issued_at"]),
+        _iso_strings(forecasts["target_timestamp"]),
+        forecasts["horizon_steps"].astype(int).tolist(),
+        forecasts["value"].astype(float).tolist(),
+        forecasts["lower"].astype(float).tolist(),
+        forecasts["upper"].astype(float).tolist(),
+        forecasts["model_name"].astype(str).tolist(),
+        forecasts["model_version"].astype(str).tolist(),
+        forecasts["partition_key"].astype(str).tolist(),
+    )
+    for name, issued, target, steps, value, lower, upper, model_name, version, key in zip(*columns, strict=True):
         yield (
-            deterministic_id("forecast", row.name, issued, row.horizon_steps),
+            deterministic_id("forecast", name, issued, steps),
             {
-                "name": row.name,
+                "name": name,
                 "issued_at": issued,
-                "target_timestamp": row.target_timestamp.isoformat(),
-                "horizon_steps": int(row.horizon_steps),
-                "value": round(float(row.value), 4),
-                "lower": round(float(row.lower), 4),
-                "upper": round(float(row.upper), 4),
-                "model_name": row.model_name,
-                "model_version": row.model_version,
-                "partition_key": row.partition_key,
+                "target_timestamp": target,
+                "horizon_steps": steps,
+                "value": value,
+                "lower": lower,
+                "upper": upper,
+                "model_name": model_name,
+                "model_version": version,
+                "partition_key": key,
             },
         )
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import queue
 import threading
 import time
@@ -17,6 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import orjson
 from elasticsearch import Elasticsearch
 
 
@@ -180,17 +180,26 @@ def scan_pit(
         yield from page
 
 
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # one encoder, not one per call
+def _json_default(value: Any) -> Any:
+    """What orjson does not encode itself: pandas timestamps, as ISO 8601; anything else is refused."""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} {value!r} cannot be written to Elasticsearch as JSON")
+
+
+def _dumps(value: Any) -> bytes:
+    """orjson with numpy scalars (NaN becomes null: JSON has no NaN)."""
+    return orjson.dumps(value, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def _bulk_body(chunk: list[tuple[str, Mapping[str, Any]]]) -> bytes:
     """NDJSON for ``_bulk`` (the index is in the URL): an ``index`` action then the document, per pair."""
     lines = []
     for doc_id, document in chunk:
-        lines.append(f'{{"index":{{"_id":{_encode(doc_id)}}}}}')
-        lines.append(_encode(document))
-    lines.append("")
-    return "\n".join(lines).encode()
+        lines.append(b'{"index":{"_id":' + _dumps(doc_id) + b"}}")
+        lines.append(_dumps(document))
+    lines.append(b"")
+    return b"\n".join(lines)
 
 
 def _send_chunk(

@@ -190,11 +190,13 @@ def _variance_change(values: np.ndarray, config: ScoringConfig) -> np.ndarray:
 
 
 def _record_ratio(evidence: np.ndarray, config: ScoringConfig) -> np.ndarray:
-    """Evidence over its maximum of the previous ``record_window`` slots; 0 until ``min_history`` of them."""
+    """Evidence over its maximum of the previous ``record_window`` slots (``min_history`` of them needed)."""
     record = _moving(bn.move_max, _shift(evidence, 1), config.record_window, config.min_history)
     with np.errstate(divide="ignore", invalid="ignore"):
-        # A record of 0 (a flat series that moves) gives ``max_ratio``; no record yet (NaN) gives 0.
-        ratio = np.where(record > 0, evidence / record, np.where((evidence > 0) & (record == 0), config.max_ratio, 0.0))
+        # No record yet (fewer than ``min_history`` slots of this evidence: the first ticks after a
+        # deployment, for the forecast surprise) or a record of 0 (a flat series that moves): any
+        # evidence is a new record, ``max_ratio``; a second evidence must still agree to raise the score.
+        ratio = np.where(record > 0, evidence / record, np.where(evidence > 0, config.max_ratio, 0.0))
     return np.nan_to_num(np.minimum(ratio, config.max_ratio), nan=0.0)
 
 

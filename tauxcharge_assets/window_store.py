@@ -18,6 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -26,34 +27,40 @@ from tauxcharge_assets.settings import STEP_MINUTES, data_dir, to_utc
 
 FORMAT_VERSION = 1
 _FILE_TIME_FORMAT = "%Y%m%dT%H%M"
-_last_saved: dict[Path, RollingWindow] = {}  # the window this process saved last, per file: no re-read
+_last_saved: dict[Path, Any] = {}  # the window this process saved last in each folder: no re-read
 
 
 @dataclass(frozen=True)
 class WindowStore:
+    """Windows of one ``kind`` (any class with an ``end`` timestamp), one file per end."""
+
     root: Path
     keep_newest: int = 2
     keep_written: int = 2
+    kind: type = RollingWindow
 
     @staticmethod
-    def for_index(index: str, base: Path | None = None) -> WindowStore:
-        return WindowStore((base or data_dir() / "rolling_window") / index)
+    def for_index(
+        index: str, base: Path | None = None, kind: type = RollingWindow, folder: str = "rolling_window"
+    ) -> WindowStore:
+        return WindowStore((base or data_dir() / folder) / index, kind=kind)
 
     def path_for(self, end: pd.Timestamp) -> Path:
         return self.root / f"{to_utc(end).strftime(_FILE_TIME_FORMAT)}.pkl"
 
-    def save(self, window: RollingWindow) -> Path:
+    def save(self, window: Any) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.path_for(window.end)
         with tempfile.NamedTemporaryFile("wb", dir=self.root, suffix=".tmp", delete=False) as handle:
             pickle.dump({"format": FORMAT_VERSION, "window": window}, handle, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(handle.name, path)
-        _last_saved.clear()
+        for cached in [p for p in _last_saved if p.parent == self.root]:
+            del _last_saved[cached]
         _last_saved[path] = window
         self.prune()
         return path
 
-    def load(self, end: pd.Timestamp) -> RollingWindow | None:
+    def load(self, end: pd.Timestamp) -> Any | None:
         """The window ending exactly at ``end``, or None (missing, unreadable or another format)."""
         path = self.path_for(end)
         if path in _last_saved and path.exists():
@@ -66,9 +73,9 @@ class WindowStore:
         if not isinstance(stored, dict) or stored.get("format") != FORMAT_VERSION:
             return None
         window = stored["window"]
-        return window if isinstance(window, RollingWindow) and window.end == to_utc(end) else None
+        return window if isinstance(window, self.kind) and window.end == to_utc(end) else None
 
-    def latest_before(self, end: pd.Timestamp, max_gap: int = 12) -> RollingWindow | None:
+    def latest_before(self, end: pd.Timestamp, max_gap: int = 12) -> Any | None:
         """The newest stored window ending in ``[end - max_gap steps, end)``."""
         step = pd.Timedelta(minutes=STEP_MINUTES)
         for back in range(1, max_gap + 1):

@@ -6,7 +6,7 @@ backfill of the same partitions must reproduce them exactly and write no duplica
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 import pytest
@@ -37,6 +37,7 @@ class Pipeline:
     live_forecasts: dict[str, pd.DataFrame]
     live_reports: dict[str, pd.DataFrame]
     late_documents: int
+    live_forecast_sources: dict[str, str] = field(default_factory=dict)
 
     def tick(self, key: str, raise_on_error: bool = True):
         return materialize(
@@ -94,6 +95,8 @@ def pipeline(es_url: str, mlflow_resource: MlflowResource, tmp_path_factory) -> 
         result = state.tick(key)
         state.live_forecasts[key] = result.output_for_node("forecasts")
         state.live_reports[key] = result.output_for_node("anomaly_report")
+        metadata = result.asset_materializations_for_node("anomaly_report")[0].metadata
+        state.live_forecast_sources[key] = metadata["earlier_forecasts_from"].value
     before = count_documents(client, es.indices.metrics)
     load_arrived_by(pd.Timestamp.max.tz_localize("UTC"))  # everything, the late documents included
     state.late_documents = count_documents(client, es.indices.metrics) - before
@@ -128,6 +131,26 @@ def test_backfill_equals_the_live_runs_and_writes_no_duplicate(pipeline: Pipelin
         pd.testing.assert_frame_equal(result.output_for_node("anomaly_report"), pipeline.live_reports[key])
     after = {kind: count_documents(client, getattr(pipeline.es.indices, kind)) for kind in ("forecasts", "anomalies")}
     assert after == counts
+
+
+def test_forecasts_kept_between_ticks_give_the_report_an_elasticsearch_read_gives(pipeline: Pipeline) -> None:
+    """The anomaly step's kept one-step forecasts (``forecast_window``) against reading them back from ES."""
+    first, *later = pipeline.keys
+    assert pipeline.live_forecast_sources[first] == "elasticsearch"  # nothing kept before the first tick
+    assert {pipeline.live_forecast_sources[key] for key in later} == {"the previous tick (forecast_window)"}
+    from_es = {**QUIET, "ops": {"anomaly_report": {"config": {"incremental": False}}}}
+    for key in later:
+        result = materialize(
+            [*ALL_ASSETS, *ALL_CHECKS],
+            selection=TICK_ASSETS,
+            partition_key=key,
+            resources=pipeline.resources,
+            run_config=from_es,
+        )
+        metadata = result.asset_materializations_for_node("anomaly_report")[0].metadata
+        assert metadata["earlier_forecasts_from"].value == "elasticsearch"
+        assert metadata["earlier_forecasts"].value > 0
+        pd.testing.assert_frame_equal(result.output_for_node("anomaly_report"), pipeline.live_reports[key])
 
 
 def test_the_injected_spike_is_reported_and_written(pipeline: Pipeline) -> None:

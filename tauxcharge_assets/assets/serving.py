@@ -4,7 +4,14 @@ import pandas as pd
 from dagster import AssetExecutionContext, Config, Failure, Output, asset
 from pydantic import Field
 
-from tauxcharge_assets.anomalies import anomaly_documents, forecast_documents, forecast_frame, score_recent_slots
+from tauxcharge_assets import forecast_window
+from tauxcharge_assets.anomalies import (
+    anomaly_documents,
+    forecast_documents,
+    forecast_frame,
+    score_recent_slots,
+    written_forecasts,
+)
 from tauxcharge_assets.cleaning import CleanedSeries
 from tauxcharge_assets.es_store import bulk_write, fetch_forecasts
 from tauxcharge_assets.partitions import tick_partitions, tick_window
@@ -46,8 +53,8 @@ def forecasts(
     frame = forecast_frame(
         sequence_tensors, model.predict_quantiles(batch), mlflow.registered_model_name, version, context.partition_key
     )
-    finite = frame[["value", "lower", "upper"]].notna().all(axis=1).to_numpy()
-    written = bulk_write(elasticsearch.get_client(), elasticsearch.indices.forecasts, forecast_documents(frame[finite]))
+    finite = written_forecasts(frame)
+    written = bulk_write(elasticsearch.get_client(), elasticsearch.indices.forecasts, forecast_documents(finite))
     next_values = frame[frame["horizon_steps"] == 1][["name", "target_timestamp", "lower", "value", "upper"]]
     history = pd.DataFrame(sequence_tensors.values.T, index=sequence_tensors.timestamps, columns=sequence_tensors.names)
     return Output(
@@ -56,7 +63,7 @@ def forecasts(
             "names_forecast": len(sequence_tensors.names),
             "names_without_data": len(sequence_tensors.skipped_names),
             "documents_written": written,
-            "non_finite_forecasts": int((~finite).sum()),
+            "non_finite_forecasts": len(frame) - len(finite),
             "model": f"models:/{mlflow.registered_model_name}/{version} (champion)",
             "issued_at": sequence_tensors.next_timestamp.isoformat(),
             "next_values": markdown_table(next_values),
@@ -83,6 +90,11 @@ class AnomalyConfig(Config):
         "documents per tick); the value evidence uses the whole 24 h window",
     )
     evaluated_slots: int = Field(default=1, description="Newest slots scored and reported by each tick")
+    incremental: bool = Field(
+        default=True,
+        description="Start from the one-step forecasts the previous tick kept (see forecast_window) instead of "
+        "reading them back from ES; the result is the same",
+    )
 
     def scoring(self) -> ScoringConfig:
         return ScoringConfig(
@@ -110,8 +122,15 @@ def anomaly_report(
     lookback = max(config.forecast_lookback_slots, config.evaluated_slots)
     since = window.end - pd.Timedelta(minutes=STEP_MINUTES * lookback)
     client = elasticsearch.get_client()
-    earlier = fetch_forecasts(client, elasticsearch.indices.forecasts, since, window.end, issued_by=window.as_of)
+    store = forecast_window.store_for(elasticsearch.indices.forecasts)
+    kept = store.load(window.end) if config.incremental else None
+    if kept is None:
+        earlier = fetch_forecasts(client, elasticsearch.indices.forecasts, since, window.end, issued_by=window.as_of)
+    else:
+        earlier = kept.between(since, window.end)
     scored = score_recent_slots(actuals, earlier, config.scoring(), config.evaluated_slots)
+    step = pd.Timedelta(minutes=STEP_MINUTES)
+    store.save(forecast_window.advance(earlier, written_forecasts(forecasts), since + step, window.end + step))
     flagged = scored.loc[scored["is_anomaly"].astype(bool)]
     written = bulk_write(
         client, elasticsearch.indices.anomalies, anomaly_documents(flagged, context.partition_key, window.end)
@@ -126,7 +145,8 @@ def anomaly_report(
             "critical": int((flagged["severity"] == "critical").sum()),
             "documents_written": written,
             "forecasts_issued_this_tick": len(forecasts),
-            "forecast_documents_read": len(earlier),
+            "earlier_forecasts_from": "elasticsearch" if kept is None else "the previous tick (forecast_window)",
+            "earlier_forecasts": len(earlier),
             "thresholds": f"warning >= {config.warning_score}, critical >= {config.critical_score}",
             "anomaly_table": markdown_table(flagged[columns], float_format="{:.3g}"),
         },
