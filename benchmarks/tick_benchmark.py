@@ -51,6 +51,7 @@ class Settings:
     naive_max_names: int = 1000
     dagster_runs: bool = True
     backfill_functions: bool = False
+    steady_only: bool = False  # only the steady tick, with its stage timers (a quick look after a change)
     stub_model: bool = False  # CI: a last-value forecaster instead of the trained LSTM (no TensorFlow)
     in_process: bool = False
     training: dict[str, Any] = field(
@@ -145,19 +146,33 @@ def ensure_model(settings: Settings, prefix: str) -> str:
     return latest["version"]
 
 
+# Runs the measured command as its own child and reports that child's peak RSS. Linux hands a parent's
+# RSS at fork to the exec'ed child's ``ru_maxrss`` (a harness that trained a model in-process would
+# make every scenario look 1.6 GiB large); this small launcher is the parent the command forks from.
+_PEAK_RSS_LAUNCHER = (
+    "import os, subprocess, sys\n"
+    "child = subprocess.Popen(sys.argv[2:])\n"
+    "_, status, usage = os.wait4(child.pid, 0)\n"
+    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
 def run_process(command: list[str], env: dict[str, str]) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS MiB, exit code) of a child process, from ``wait4``'s rusage."""
-    with tempfile.TemporaryFile() as log:  # a file, not a pipe: Dagster's logs would fill a pipe and block
+    """(wall seconds, peak RSS MiB, exit code) of a child process, from ``wait4``'s rusage in a launcher."""
+    with tempfile.TemporaryFile() as log, tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+        # a file, not a pipe: Dagster's logs would fill a pipe and block
         started = time.perf_counter()
-        process = subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
+        launcher = [sys.executable, "-c", _PEAK_RSS_LAUNCHER, rss.name, *command]
+        process = subprocess.Popen(launcher, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        code = process.wait()
         wall = time.perf_counter() - started
-        code = os.waitstatus_to_exitcode(status)
         if code:
             log.seek(0)
             tail = log.read().decode(errors="replace")[-3000:]
             raise RuntimeError(f"{' '.join(command)} failed ({code}):\n{tail}")
-    return wall, usage.ru_maxrss / 1024, code
+        peak_kib = int(rss.read() or 0)
+    return wall, peak_kib / 1024, code
 
 
 def incremental_equals_cold(prefix: str, key: str) -> bool:
@@ -249,6 +264,17 @@ def storage_per_partition(key: str, prefix: str) -> dict[str, int]:
     return sizes
 
 
+def clear_kept_state(indices: Any) -> None:
+    """Start every scale without kept windows, as its fresh forecast index (a rerun of the bench included)."""
+    import shutil
+
+    from tauxcharge_assets.forecast_window import store_for
+    from tauxcharge_assets.window_store import WindowStore
+
+    for store in (WindowStore.for_index(indices.metrics), store_for(indices.forecasts)):
+        shutil.rmtree(store.root, ignore_errors=True)
+
+
 def median(values: list[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
@@ -315,6 +341,7 @@ def run_benchmark(settings: Settings, log=print) -> dict:
         day = partition_keys(backfill_end, settings.backfill_partitions)
         first = day[0] if backfill else keys[0]
         reset_outputs(client, dataset)
+        clear_kept_state(dataset.indices)
         scale["primed_forecasts"] = prime_forecasts(
             client, dataset, partition_end(first) - anomaly_lookback() * pd.Timedelta(minutes=STEP_MINUTES), end
         )
@@ -322,6 +349,8 @@ def run_benchmark(settings: Settings, log=print) -> dict:
         scenario("steady", prime, [], prefix, settings, profile=False)  # a cold tick, in a process of its own
         steady = scenario("steady", timed, warm, prefix, settings, profile=True)
         scale["steady"], scale["profile"] = summarise(steady), steady.get("profile", "")
+        if settings.steady_only:
+            continue
         scale["incremental_equals_cold"] = incremental_equals_cold(prefix, timed[-1])
         log(f"[{dataset.n_names} names] cold ...")
         scale["cold"] = summarise(scenario("cold", timed, [], prefix, settings, profile=False))
@@ -358,6 +387,7 @@ def main() -> None:
     parser.add_argument("--no-dagster", action="store_true", help="skip the Dagster runs and the Dagster backfill")
     parser.add_argument("--backfill-functions", action="store_true", help="also time the backfill without Dagster")
     parser.add_argument("--small", action="store_true", help="the CI version: 20 names x 2 days, in this process")
+    parser.add_argument("--steady-only", action="store_true", help="only the steady tick; prints its stage timers")
     parser.add_argument("--json", help="write the raw results here")
     parser.add_argument("--markdown", help="replace the 'Tick performance at 10,000 names' section of this file")
     args = parser.parse_args()
@@ -372,6 +402,7 @@ def main() -> None:
         naive_max_names=args.naive_max_names,
         dagster_runs=not args.no_dagster,
         backfill_functions=args.backfill_functions,
+        steady_only=args.steady_only,
     )
     if args.small:
         settings = small_settings(settings)
@@ -383,6 +414,11 @@ def main() -> None:
     results["machine"] = tick_report.machine()
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+    if settings.steady_only:
+        for names, scale in results["scales"].items():
+            print(f"{names} names, steady tick:", json.dumps(scale["steady"], indent=1, default=str))
+            print(scale["profile"])
+        return
     text = tick_report.render(results)
     print(text)
     if args.markdown:

@@ -123,6 +123,12 @@ def instrument(timers: Timers) -> None:
     timers.wrap(serving, "load_forecast_model", "load_model")
     timers.wrap(serving, "forecast_plot", "plot")
     timers.wrap(serving, "forecast_frame", "frame")
+    timers.wrap(serving, "score_recent_slots", "score")
+    timers.wrap(serving.forecast_window, "advance", "keep_forecasts")
+    from tauxcharge_assets.window_store import WindowStore
+
+    timers.wrap(WindowStore, "save", "save_state")
+    timers.wrap(WindowStore, "load", "load_state")
     with contextlib.suppress(ImportError):
         from tauxcharge_assets import forecaster
 
@@ -226,27 +232,28 @@ def run_ticks(scenario: str, keys: list[str], warmup: list[str], profile: bool) 
         runner(key, res, Timers())
     runs = []
     profile_text = ""
-    for i, key in enumerate(keys):
+    for key in keys:
         timers = Timers()
         instrument(timers)
-        profiler = cProfile.Profile() if profile and i == len(keys) - 1 else None
         started = time.perf_counter()
-        if profiler:
-            profiler.enable()
         try:
             info = runner(key, res, timers)
         finally:
-            if profiler:
-                profiler.disable()
             timers.unwrap()
         total = time.perf_counter() - started
         runs.append(
             {"key": key, "total": total, **info, "stages": dict(timers.seconds), "rss_after": timers.peak_rss_mib}
         )
-        if profiler:
-            out = io.StringIO()
-            pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(15)
-            profile_text = out.getvalue()
+    if profile and keys:  # the last key once more, under the profiler, outside the timed runs
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            runner(keys[-1], res, Timers())
+        finally:
+            profiler.disable()
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(15)
+        profile_text = out.getvalue()
     return {"runs": runs, "profile": profile_text}
 
 

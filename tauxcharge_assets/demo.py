@@ -150,12 +150,13 @@ def run_demo(
 
 
 def tick_resources(elasticsearch: ElasticsearchResource, mlflow: MlflowResource) -> dict[str, object]:
-    from dagster import FilesystemIOManager
+    """The code location's resources: the same retention-bound IO manager as ``definitions``."""
+    from tauxcharge_assets.retention import RetainedFilesystemIOManager
 
     return {
         "elasticsearch": elasticsearch,
         "mlflow": mlflow,
-        "io_manager": FilesystemIOManager(base_dir=str(data_dir() / "storage")),
+        "io_manager": RetainedFilesystemIOManager(base_dir=str(data_dir() / "storage")),
     }
 
 
