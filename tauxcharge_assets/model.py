@@ -211,9 +211,15 @@ def fit(
     return network, {key: [float(v) for v in values] for key, values in history.history.items()}
 
 
+def vocabulary_size(network) -> int:
+    """Names the network knows (its embedding rows), for Keras and ``numpy_network`` alike."""
+    size = getattr(network, "vocabulary_size", None)
+    return int(size) if size is not None else int(network.get_layer("name_embedding").input_dim)
+
+
 def predict_scaled(network, batch: WindowBatch, hp: ModelHyperparameters, chunk: int = 16384) -> np.ndarray:
     """Raw network quantiles in scaled units, (n, horizon, 3); ids the network never saw map to 0."""
-    vocabulary = network.get_layer("name_embedding").input_dim
+    vocabulary = vocabulary_size(network)
     ids = np.where((batch.name_ids >= 0) & (batch.name_ids < vocabulary), batch.name_ids, 0).astype(np.int32)
     inputs, _ = make_inputs(WindowBatch(batch.values, batch.mask, ids, batch.scale, batch.origin), hp)
     outputs = [

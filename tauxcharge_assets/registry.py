@@ -8,16 +8,20 @@ jobs. The run is tagged with the Dagster run id so the two UIs link up.
 from __future__ import annotations
 
 import functools
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from tauxcharge_assets import numpy_network
 from tauxcharge_assets.forecaster import ForecastModel, NameScaler
 from tauxcharge_assets.model import CALENDAR_FEATURES, QUANTILES, ModelHyperparameters, custom_objects
 
 SIDECAR = "forecaster"  # run artifacts the network needs around it: scales, calibration, hyperparameters
+NETWORK_WEIGHTS = "network_weights.npz"  # the network's weights for ``numpy_network`` (no TensorFlow)
 
 
 CHAMPION_ALIAS = "champion"
@@ -125,6 +129,10 @@ def log_and_register(
         )
         if decision is not None:
             mlflow.log_dict(decision, "promotion_decision.json")
+        with tempfile.TemporaryDirectory() as folder:  # the forecasts run these without TensorFlow
+            weights = Path(folder) / NETWORK_WEIGHTS
+            weights.write_bytes(numpy_network.to_npz(numpy_network.weights_of(model.network)))
+            mlflow.log_artifact(str(weights), SIDECAR)
         info = mlflow.keras.log_model(
             model.network,
             name="model",
@@ -149,13 +157,25 @@ def log_and_register(
 
 @functools.lru_cache(maxsize=4)
 def load_forecast_model(tracking_uri: str, model_name: str, version: str) -> ForecastModel:
-    """A registered version with its scales and calibration; loaded once per process and version."""
+    """A registered version with its scales and calibration; loaded once per process and version.
+
+    The network runs in numpy from the version's ``network_weights.npz`` (no TensorFlow import in a
+    tick); a version registered before those weights were stored is loaded with Keras.
+    """
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     client = _client(tracking_uri)
-    custom_objects()  # registers the network's own layer and loss before Keras deserialises them
     run_id = client.get_model_version(model_name, version).run_id
-    network = mlflow.keras.load_model(f"models:/{model_name}/{version}")
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            path = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"runs:/{run_id}/{SIDECAR}/{NETWORK_WEIGHTS}", dst_path=folder
+            )
+            network: Any = numpy_network.NumpyNetwork.from_npz(Path(path).read_bytes())
+    except (MlflowException, OSError):
+        custom_objects()  # registers the network's own layer and loss before Keras deserialises them
+        network = mlflow.keras.load_model(f"models:/{model_name}/{version}")
 
     def sidecar(name: str) -> Any:
         return mlflow.artifacts.load_dict(f"runs:/{run_id}/{SIDECAR}/{name}")

@@ -90,3 +90,23 @@ def test_train_predict_quantiles_and_backtest_adapter() -> None:
     forecaster = LstmForecaster(HP, {n: sim.values.index[0] for n in ids}, fitted, ids)
     name = sim.values.columns[0]
     backtest.check_causal(forecaster, sim.values[name].to_numpy(np.float64), np.array([300, 500, 700]), 3)
+
+
+def test_the_numpy_forward_pass_gives_the_keras_quantiles() -> None:
+    """A tick runs the network from its weights without TensorFlow; it must be the same network."""
+    from tauxcharge_assets.numpy_network import NumpyNetwork, to_npz, weights_of
+
+    hp = lstm.ModelHyperparameters(lstm_units=6, dense_units=5, embedding_dim=3, horizon=4)
+    network = lstm.build_model(hp, vocabulary_size=7)
+    rng = np.random.default_rng(3)
+    network.set_weights([rng.normal(0, 0.6, w.shape).astype(np.float32) for w in network.get_weights()])
+    b = batch(40)
+    b.mask[5, 100:200] = 0
+    b.name_ids[:] = rng.integers(0, 12, 40)  # ids the network never saw (>= 7) map to 0
+    from_npz = NumpyNetwork.from_npz(to_npz(weights_of(network)))
+    assert from_npz.vocabulary_size == 7
+    ours, theirs = lstm.predict_scaled(from_npz, b, hp), lstm.predict_scaled(network, b, hp)
+    assert ours.shape == theirs.shape == (40, 4, 3) and ours.dtype == np.float32
+    assert np.abs(theirs).max() > 0.5  # a network whose outputs are not all near zero
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+    assert (np.diff(ours, axis=-1) >= 0).all()  # p10 <= p50 <= p90

@@ -4,6 +4,9 @@ Live ticks run partition by partition while documents keep arriving (some of the
 backfill of the same partitions must reproduce them exactly and write no duplicate.
 """
 
+import subprocess
+import sys
+import textwrap
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -188,6 +191,34 @@ def test_retrain_sensor_skips_a_fresh_model_and_asks_when_none(pipeline: Pipelin
     missing = retrain_sensor(build_sensor_context(resources={"mlflow": empty}))
     assert [r.run_key for r in missing.run_requests] == ["retrain-no-model"]
     assert missing.run_requests[0].job_name in (None, "retrain_job")
+
+
+def test_a_fresh_process_forecasts_with_the_champion_without_importing_tensorflow(
+    pipeline: Pipeline, mlflow_resource: MlflowResource
+) -> None:
+    """The forecasts load the registered numpy weights: a tick's process never pays TensorFlow's import."""
+    champion = champion_version(mlflow_resource.tracking_uri, mlflow_resource.registered_model_name)
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import numpy as np
+        import pandas as pd
+        from tauxcharge_assets.registry import load_forecast_model
+        from tauxcharge_assets.numpy_network import NumpyNetwork
+        model = load_forecast_model({mlflow_resource.tracking_uri!r}, {mlflow_resource.registered_model_name!r},
+                                    {champion!r})
+        values = np.full((2, 288), 40.0, np.float32)
+        batch = model.batch_for(["a", "b"], np.array([1, 2]), values, np.ones_like(values),
+                                pd.Timestamp("2026-03-02 12:00", tz="UTC"))
+        quantiles = model.predict_quantiles(batch)
+        assert isinstance(model.network, NumpyNetwork), type(model.network)
+        assert quantiles.shape == (2, 12, 3) and np.isfinite(quantiles).all(), quantiles
+        assert "tensorflow" not in sys.modules and "keras" not in sys.modules
+        print("ok")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
 
 
 def test_the_forecasts_come_from_the_champion_and_a_worse_challenger_does_not_replace_it(
