@@ -24,10 +24,15 @@ COLUMNS = ["name", "issued_at", "target_timestamp", "value", "lower", "upper", "
 
 @dataclass(frozen=True)
 class OneStepForecasts:
-    """One-step forecasts (``COLUMNS``) for targets before ``end``, as Elasticsearch holds them."""
+    """One-step forecasts (``COLUMNS``) for targets in ``[start, end)``, as Elasticsearch holds them."""
 
+    start: pd.Timestamp
     end: pd.Timestamp
     frame: pd.DataFrame
+
+    def covers(self, start: pd.Timestamp) -> bool:
+        """Whether it reaches back to ``start`` (a longer ``forecast_lookback_slots`` needs an ES read)."""
+        return self.start <= to_utc(start)
 
     def between(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
         targets = self.frame["target_timestamp"]
@@ -53,4 +58,4 @@ def advance(earlier: pd.DataFrame, issued: pd.DataFrame, start: pd.Timestamp, en
     frame = frame.loc[frame["target_timestamp"] < to_utc(end)]
     # One forecast per (name, target): a rerun of this tick replaces its own, as its documents do in ES.
     frame = frame.drop_duplicates(["name", "target_timestamp"], keep="last").reset_index(drop=True)
-    return OneStepForecasts(end=to_utc(end), frame=frame)
+    return OneStepForecasts(start=to_utc(start), end=to_utc(end), frame=frame)

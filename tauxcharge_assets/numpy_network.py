@@ -48,10 +48,6 @@ def to_npz(weights: Mapping[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (np.tanh(0.5 * x) + 1.0)  # = 1 / (1 + exp(-x)), without overflow
-
-
 def _softplus(x: np.ndarray) -> np.ndarray:
     return np.logaddexp(0.0, x).astype(x.dtype)
 
@@ -73,19 +69,34 @@ class NumpyNetwork:
             return cls({key: stored[key] for key in stored.files})
 
     def _lstm(self, sequence: np.ndarray) -> np.ndarray:
-        """Keras' LSTM (gates i, f, c, o; sigmoid and tanh), returning the last hidden state."""
-        kernel, recurrent, bias = (self.weights[key] for key in LSTM_KEYS)
-        steps = sequence.shape[1]
-        projected = sequence @ kernel + bias  # every step's input projection at once: (n, steps, 4u)
-        hidden = np.zeros((len(sequence), self.units), np.float32)
-        cell = np.zeros_like(hidden)
+        """Keras' LSTM (gates i, f, c, o; sigmoid and tanh), returning the last hidden state.
+
+        The gate columns are reordered to (i, f, o | c) once, so each step takes one sigmoid over the
+        three sigmoid gates and one tanh, computed in place (a step allocates nothing at 10,000 names).
+        """
         u = self.units
-        for t in range(steps):
-            z = projected[:, t] + hidden @ recurrent
-            gate_in, gate_forget = _sigmoid(z[:, :u]), _sigmoid(z[:, u : 2 * u])
-            candidate, gate_out = np.tanh(z[:, 2 * u : 3 * u]), _sigmoid(z[:, 3 * u :])
-            cell = gate_forget * cell + gate_in * candidate
-            hidden = gate_out * np.tanh(cell)
+        order = np.r_[0 : 2 * u, 3 * u : 4 * u, 2 * u : 3 * u]
+        kernel, recurrent, bias = (self.weights[key][..., order] for key in LSTM_KEYS)
+        projected = sequence @ kernel + bias  # every step's input projection at once: (n, steps, 4u)
+        hidden = np.zeros((len(sequence), u), np.float32)
+        cell = np.zeros_like(hidden)
+        z = np.empty((len(sequence), 4 * u), np.float32)
+        scratch = np.empty_like(hidden)
+        for t in range(sequence.shape[1]):
+            np.matmul(hidden, recurrent, out=z)
+            z += projected[:, t]
+            gates = z[:, : 3 * u]
+            np.multiply(gates, 0.5, out=gates)  # sigmoid(x) = (tanh(x / 2) + 1) / 2
+            np.tanh(gates, out=gates)
+            gates += 1.0
+            gates *= 0.5
+            candidate = z[:, 3 * u :]
+            np.tanh(candidate, out=candidate)
+            cell *= z[:, u : 2 * u]  # forget gate
+            np.multiply(z[:, :u], candidate, out=scratch)  # input gate x candidate
+            cell += scratch
+            np.tanh(cell, out=scratch)
+            np.multiply(z[:, 2 * u : 3 * u], scratch, out=hidden)  # output gate x tanh(cell)
         return hidden
 
     def predict_on_batch(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:

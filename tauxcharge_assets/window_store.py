@@ -25,7 +25,7 @@ import pandas as pd
 from tauxcharge_assets.rolling_window import RollingWindow
 from tauxcharge_assets.settings import STEP_MINUTES, data_dir, to_utc
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: OneStepForecasts gained ``start``; files of another format are ignored (a cold read)
 _FILE_TIME_FORMAT = "%Y%m%dT%H%M"
 _last_saved: dict[Path, Any] = {}  # the window this process saved last in each folder: no re-read
 

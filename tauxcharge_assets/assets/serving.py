@@ -124,6 +124,8 @@ def anomaly_report(
     client = elasticsearch.get_client()
     store = forecast_window.store_for(elasticsearch.indices.forecasts)
     kept = store.load(window.end) if config.incremental else None
+    if kept is not None and not kept.covers(since):
+        kept = None  # kept for a shorter lookback than this tick's: read them all back once
     if kept is None:
         earlier = fetch_forecasts(client, elasticsearch.indices.forecasts, since, window.end, issued_by=window.as_of)
     else:
