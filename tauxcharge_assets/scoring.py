@@ -37,7 +37,7 @@ from functools import partial
 import bottleneck as bn
 import numpy as np
 import pandas as pd
-from scipy.special import log_ndtr
+from scipy.special import log_ndtr, ndtri
 
 Z90 = 1.2815515655446004
 ABS_NORMAL_MEAN = float(np.sqrt(2 / np.pi))
@@ -189,13 +189,23 @@ def _variance_change(values: np.ndarray, config: ScoringConfig) -> np.ndarray:
     return np.abs(np.log((spread + floor) / (usual + floor)))
 
 
-def _record_ratio(evidence: np.ndarray, config: ScoringConfig) -> np.ndarray:
-    """Evidence over its maximum of the previous ``record_window`` slots (``min_history`` of them needed)."""
+def calibrated_record(slots: int) -> float:
+    """Median of the largest of ``slots`` values of |N(0, 1)|: the forecast surprise's record under a
+    calibrated interval (3.04 for a day of 288 slots), used until a name has a record of its own."""
+    return float(ndtri((1.0 + 0.5 ** (1.0 / slots)) / 2.0))
+
+
+def _record_ratio(evidence: np.ndarray, config: ScoringConfig, prior: float | None = None) -> np.ndarray:
+    """Evidence over its maximum of the previous ``record_window`` slots (``min_history`` of them needed).
+
+    Without a record yet, ``prior`` stands in when given (the forecast surprise, in standard-normal
+    units, has one); otherwise, and over a record of 0 (a flat series that moves), any evidence is a
+    new record: ``max_ratio``.
+    """
     record = _moving(bn.move_max, _shift(evidence, 1), config.record_window, config.min_history)
+    if prior is not None:
+        record = np.where(np.isnan(record), prior, record)
     with np.errstate(divide="ignore", invalid="ignore"):
-        # No record yet (fewer than ``min_history`` slots of this evidence: the first ticks after a
-        # deployment, for the forecast surprise) or a record of 0 (a flat series that moves): any
-        # evidence is a new record, ``max_ratio``; a second evidence must still agree to raise the score.
         ratio = np.where(record > 0, evidence / record, np.where(evidence > 0, config.max_ratio, 0.0))
     return np.nan_to_num(np.minimum(ratio, config.max_ratio), nan=0.0)
 
@@ -258,7 +268,10 @@ def _score_block(
             "value_level": _level_shift(values, config),
             "variance": _variance_change(values, config),
         }
-    ratio = {name: _record_ratio(array, config) for name, array in evidence.items()}
+    # The first ticks after a deployment have no forecast errors on record: a calibrated one stands in,
+    # or every name would raise an alarm on its first slightly-off forecast.
+    priors = {"forecast": calibrated_record(config.record_window)}
+    ratio = {name: _record_ratio(array, config, priors.get(name)) for name, array in evidence.items()}
     largest, second = _two_largest([np.maximum(array, 1e-12) for array in ratio.values()])
     combined = np.sqrt(largest * second)
     raw = combined / (1.0 + combined)

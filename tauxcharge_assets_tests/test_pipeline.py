@@ -160,7 +160,12 @@ def test_the_injected_spike_is_reported_and_written(pipeline: Pipeline) -> None:
     report = pd.concat([r for r in pipeline.live_reports.values() if len(r)])
     flagged = report[report["is_anomaly"]]
     hit = flagged[(flagged["name"] == pipeline.spike_name) & (flagged["timestamp"] == pipeline.spike_at)]
-    assert len(hit) == 1 and hit["severity"].iloc[0] == "critical"
+    assert len(hit) == 1 and hit["severity"].iloc[0] in ("warning", "critical")
+    spike_tick = report[report["timestamp"] == pipeline.spike_at]
+    assert hit["score"].iloc[0] == spike_tick["score"].max()  # the most unusual value of its tick
+    # The first ticks after a deployment have no forecast errors on record: ordinary errors must not
+    # flood the report (a calibrated record stands in, see scoring.calibrated_record).
+    assert len(flagged) < len(report) / 4
     stored = [
         h["_source"] for h in scan_pit(pipeline.es.get_client(), pipeline.es.indices.anomalies, {"match_all": {}})
     ]

@@ -158,3 +158,16 @@ def test_bad_configuration_is_refused(fields: dict[str, float]) -> None:
 def test_severity_follows_the_thresholds() -> None:
     labels = scoring.severity(np.array([0.1, 0.55, 0.95]), scoring.ScoringConfig(warning_score=0.5, critical_score=0.9))
     assert labels.tolist() == ["normal", "warning", "critical"]
+
+
+def test_the_first_forecasts_of_a_name_do_not_alarm_on_ordinary_errors() -> None:
+    """Right after a deployment the forecast errors have no record: a calibrated one stands in."""
+    actual = calm(rows=400, names=2)
+    p10, p50, p90 = (np.full_like(actual, np.nan) for _ in range(3))
+    lower, middle, upper = forecasts(actual)
+    p10[-3:], p50[-3:], p90[-3:] = lower[-3:], middle[-3:], upper[-3:]  # three ticks of forecasts so far
+    actual[-1, 1] = middle[-1, 1] + 25.0  # a spike on name 1, at the newest slot
+    result = scoring.score_series(actual, p10, p50, p90, CONFIG)
+    assert result.score[-1, 0] < CONFIG.warning_score  # an ordinary error on name 0
+    assert result.score[-1, 1] >= CONFIG.critical_score
+    assert scoring.calibrated_record(288) == pytest.approx(3.035, abs=1e-3)
