@@ -19,7 +19,15 @@ from elasticsearch import ApiError, Elasticsearch, TransportError
 from elasticsearch.serializer import OrjsonSerializer
 
 # Re-exported: callers keep importing the I/O helpers from here.
-from tauxcharge_assets.es_io import BulkWriteError, bulk_write, gc_paused, point_in_time, scan_pages, scan_pit  # noqa: F401
+from tauxcharge_assets.es_io import (  # noqa: F401
+    BulkWriteError,
+    bulk_write,
+    delete_documents,
+    gc_paused,
+    point_in_time,
+    scan_pages,
+    scan_pit,
+)
 from tauxcharge_assets.settings import to_utc
 
 RAW_FIELDS = ["timestamp", "name", "value", "ingested_at"]

@@ -176,6 +176,23 @@ def test_the_injected_spike_is_reported_and_written(pipeline: Pipeline) -> None:
         assert pipeline.live_reports[key]["forecast"].notna().sum() >= 3
 
 
+def test_a_rerun_removes_the_anomalies_it_no_longer_finds(pipeline: Pipeline) -> None:
+    """A backfill after a detector or model change must not leave the old run's alarms behind."""
+    client, index = pipeline.es.get_client(), pipeline.es.indices.anomalies
+    key = pipeline.keys[-1]
+    stale = {"name": "gone", "timestamp": pipeline.end.isoformat(), "partition_key": key, "severity": "warning"}
+    other = {**stale, "partition_key": pipeline.keys[0]}  # another partition's: not this rerun's to remove
+    bulk_write(client, index, [("stale-anomaly", stale), ("other-partition", other)])
+    result = pipeline.tick(key)
+    assert not client.exists(index=index, id="stale-anomaly")
+    assert client.exists(index=index, id="other-partition")
+    metadata = result.asset_materializations_for_node("anomaly_report")[0].metadata
+    assert metadata["documents_no_longer_found_removed"].value == 1
+    kept = count_documents(client, index, {"term": {"partition_key": key}})
+    assert kept == int(pipeline.live_reports[key]["is_anomaly"].sum())
+    client.delete(index=index, id="other-partition", refresh=True)
+
+
 def test_a_failing_blocking_check_stops_the_downstream_assets(pipeline: Pipeline) -> None:
     stale_key = partition_key_ending_at(pipeline.end + pd.Timedelta(hours=2))  # no data for two hours
     result = pipeline.tick(stale_key, raise_on_error=False)

@@ -13,7 +13,7 @@ from tauxcharge_assets.anomalies import (
     written_forecasts,
 )
 from tauxcharge_assets.cleaning import CleanedSeries
-from tauxcharge_assets.es_store import bulk_write, fetch_forecasts
+from tauxcharge_assets.es_store import bulk_write, delete_documents, fetch_forecasts, scan_pit
 from tauxcharge_assets.partitions import tick_partitions, tick_window
 from tauxcharge_assets.registry import champion_version, load_forecast_model
 from tauxcharge_assets.reporting import figure_markdown, forecast_plot, markdown_table
@@ -134,9 +134,16 @@ def anomaly_report(
     step = pd.Timedelta(minutes=STEP_MINUTES)
     store.save(forecast_window.advance(earlier, written_forecasts(forecasts), since + step, window.end + step))
     flagged = scored.loc[scored["is_anomaly"].astype(bool)]
-    written = bulk_write(
-        client, elasticsearch.indices.anomalies, anomaly_documents(flagged, context.partition_key, window.end)
-    )
+    documents = list(anomaly_documents(flagged, context.partition_key, window.end))
+    written = bulk_write(client, elasticsearch.indices.anomalies, documents)
+    # A rerun (a backfill after a detector or model change) must not leave what it no longer finds.
+    earlier_ids = {
+        hit["_id"]
+        for hit in scan_pit(
+            client, elasticsearch.indices.anomalies, {"term": {"partition_key": context.partition_key}}, ["name"]
+        )
+    }
+    removed = delete_documents(client, elasticsearch.indices.anomalies, earlier_ids - {i for i, _ in documents})
     columns = ["name", "timestamp", "actual", "lower", "forecast", "upper", "evidence", "score", "severity", "reason"]
     return Output(
         scored,
@@ -146,6 +153,7 @@ def anomaly_report(
             "anomalies": len(flagged),
             "critical": int((flagged["severity"] == "critical").sum()),
             "documents_written": written,
+            "documents_no_longer_found_removed": removed,
             "forecasts_issued_this_tick": len(forecasts),
             "earlier_forecasts_from": "elasticsearch" if kept is None else "the previous tick (forecast_window)",
             "earlier_forecasts": len(earlier),
