@@ -192,11 +192,21 @@ def _dumps(value: Any) -> bytes:
     return orjson.dumps(value, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+def _action(verb: str, doc_id: str) -> bytes:
+    """One ``_bulk`` action line (the index is in the URL)."""
+    return b'{"' + verb.encode() + b'":{"_id":' + _dumps(doc_id) + b"}}"
+
+
+def _item_results(response: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each ``_bulk`` item's status (and error), in request order."""
+    return [next(iter(item.values())) for item in response.get("items", [])]
+
+
 def _bulk_body(chunk: list[tuple[str, Mapping[str, Any]]]) -> bytes:
-    """NDJSON for ``_bulk`` (the index is in the URL): an ``index`` action then the document, per pair."""
+    """NDJSON for ``_bulk``: an ``index`` action then the document, per pair."""
     lines = []
     for doc_id, document in chunk:
-        lines.append(b'{"index":{"_id":' + _dumps(doc_id) + b"}}")
+        lines.append(_action("index", doc_id))
         lines.append(_dumps(document))
     lines.append(b"")
     return b"\n".join(lines)
@@ -214,7 +224,7 @@ def _send_chunk(
         if not response.get("errors"):
             pending = []
             break
-        items = [next(iter(item.values())) for item in response["items"]]
+        items = _item_results(response)
         rejected += [item for item in items if item.get("status", 500) >= 300 and item.get("status") != 429]
         pending = [doc for doc, item in zip(pending, items, strict=True) if item.get("status") == 429]
         if not pending:
@@ -233,9 +243,9 @@ def delete_documents(client: Elasticsearch, index: str, ids: Iterable[str], refr
     ids = list(ids)
     deleted = 0
     for start in range(0, len(ids), 5_000):
-        body = b"".join(b'{"delete":{"_id":' + _dumps(doc_id) + b"}}\n" for doc_id in ids[start : start + 5_000])
+        body = b"".join(_action("delete", doc_id) + b"\n" for doc_id in ids[start : start + 5_000])
         response = client.bulk(index=index, operations=body, filter_path="items.*.status,items.*.error")
-        items = [next(iter(item.values())) for item in response.get("items", [])]
+        items = _item_results(response)
         failed = [item for item in items if item.get("status", 500) >= 300 and item.get("status") != 404]
         if failed:
             raise BulkWriteError(f"Elasticsearch refused to delete {len(failed)} documents of {index}: {failed[0]}")

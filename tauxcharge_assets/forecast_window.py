@@ -38,9 +38,6 @@ class OneStepForecasts:
         targets = self.frame["target_timestamp"]
         return self.frame.loc[(targets >= to_utc(start)) & (targets < to_utc(end))].reset_index(drop=True)
 
-    def nbytes(self) -> int:
-        return int(self.frame.memory_usage(deep=True).sum())
-
 
 def store_for(forecast_index: str, base: Path | None = None) -> WindowStore:
     return WindowStore.for_index(forecast_index, base=base, kind=OneStepForecasts, folder="forecast_window")

@@ -13,7 +13,7 @@ from tauxcharge_assets.anomalies import (
     written_forecasts,
 )
 from tauxcharge_assets.cleaning import CleanedSeries
-from tauxcharge_assets.es_store import bulk_write, delete_documents, fetch_forecasts, scan_pit
+from tauxcharge_assets.es_store import bulk_write, delete_documents, fetch_forecasts, scan_pages
 from tauxcharge_assets.partitions import tick_partitions, tick_window
 from tauxcharge_assets.registry import champion_version, load_forecast_model
 from tauxcharge_assets.reporting import figure_markdown, forecast_plot, markdown_table
@@ -137,11 +137,16 @@ def anomaly_report(
     documents = list(anomaly_documents(flagged, context.partition_key, window.end))
     written = bulk_write(client, elasticsearch.indices.anomalies, documents)
     # A rerun (a backfill after a detector or model change) must not leave what it no longer finds.
-    earlier_ids = {
+    earlier_ids = {  # ids only: no _source, no doc values
         hit["_id"]
-        for hit in scan_pit(
-            client, elasticsearch.indices.anomalies, {"term": {"partition_key": context.partition_key}}, ["name"]
+        for page in scan_pages(
+            client,
+            elasticsearch.indices.anomalies,
+            {"term": {"partition_key": context.partition_key}},
+            with_ids=True,
+            docvalue_fields=[],
         )
+        for hit in page
     }
     removed = delete_documents(client, elasticsearch.indices.anomalies, earlier_ids - {i for i, _ in documents})
     columns = ["name", "timestamp", "actual", "lower", "forecast", "upper", "evidence", "score", "severity", "reason"]
