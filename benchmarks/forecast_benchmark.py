@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tauxcharge_assets import nab
-from tauxcharge_assets.backtest import (
+from tauxcharge_assets.data import nab
+from tauxcharge_assets.model.backtest import (
     QUANTILES,
     BacktestSpec,
     Forecaster,
@@ -68,7 +68,7 @@ def load_simulator(
     n_names: int = 50, days: float = 14.0, seed: int = 7
 ) -> tuple[dict[str, np.ndarray], dict[str, pd.Timestamp]]:
     """Simulated true values (already on the grid, NaN where a point is missing, anomalies included)."""
-    from tauxcharge_assets.simulator import SimulationSpec, simulate
+    from tauxcharge_assets.data.simulator import SimulationSpec, simulate
 
     sim = simulate(SimulationSpec(n_names=n_names, days=days, end=pd.Timestamp("2024-06-03", tz="UTC"), seed=seed))
     return series_from_frame(sim.values), dict.fromkeys(map(str, sim.values.columns), sim.values.index[0])

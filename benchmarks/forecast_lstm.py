@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from forecast_benchmark import BenchmarkContext, main, register
 
-from tauxcharge_assets.forecaster import LstmForecaster
-from tauxcharge_assets.model import ModelHyperparameters
+from tauxcharge_assets.model.forecaster import LstmForecaster
+from tauxcharge_assets.model.network import ModelHyperparameters
 
 
 def lstm(context: BenchmarkContext) -> LstmForecaster:

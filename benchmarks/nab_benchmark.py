@@ -2,7 +2,7 @@
 
     python benchmarks/nab_benchmark.py --output /tmp/nab_benchmark.md [--model /tmp/nab_out_sim30]
 
-Runs ``detect.detect_directory`` on the NAB files (read in place) and on a simulator set written in the
+Runs ``labelled_files.detect_directory`` on the NAB files (read in place) and on a simulator set written in the
 same layout (one CSV per name plus ``anomaly_windows.json``; windows sized as NAB's: 10 % of the file's
 length divided by its number of anomalies, centred on each anomaly's first slot, overlapping ones merged),
 then scores both with ``nab_scoring`` at one corpus-wide threshold per profile, as NAB reports.
@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from tauxcharge_assets import detect, nab, nab_scoring, scoring
-from tauxcharge_assets.model import ModelHyperparameters
-from tauxcharge_assets.simulator import SimulationSpec, simulate
+from tauxcharge_assets.data import nab
+from tauxcharge_assets.data.simulator import SimulationSpec, simulate
+from tauxcharge_assets.detection import labelled_files, nab_scoring, scoring
+from tauxcharge_assets.model.network import ModelHyperparameters
 
 PRETRAIN_SPEC = SimulationSpec(n_names=30, days=7, end=pd.Timestamp("2026-03-02", tz="UTC"), seed=3)
 EVALUATION_SPEC = SimulationSpec(
@@ -63,11 +64,11 @@ def write_simulator_set(spec: SimulationSpec, directory: Path) -> int:
 
 
 def evaluate(
-    data_dir: Path, results_dir: Path, model: detect.ForecastModel, config: scoring.ScoringConfig
+    data_dir: Path, results_dir: Path, model: labelled_files.ForecastModel, config: scoring.ScoringConfig
 ) -> tuple[pd.DataFrame, float]:
     """Detect, then score every profile; returns the table and the detect wall time."""
     started = time.perf_counter()
-    detect.detect_directory(data_dir, results_dir, config, model.hp, model=model)
+    labelled_files.detect_directory(data_dir, results_dir, config, model.hp, model=model)
     elapsed = time.perf_counter() - started
     results = nab_scoring.read_results_directory(results_dir, detector="tauxcharge")
     return nab_scoring.evaluate_all_profiles(results, nab.read_anomaly_windows(data_dir)), elapsed
@@ -113,18 +114,18 @@ def main(argv: list[str] | None = None) -> int:
     simulator_dir = workdir / "simulator_data"
     anomalies = write_simulator_set(EVALUATION_SPEC, simulator_dir)
     if args.model:
-        model, note = detect.load_detector_model(args.model), f"loaded from `{args.model}`"
+        model, note = labelled_files.load_detector_model(args.model), f"loaded from `{args.model}`"
     else:
         started = time.perf_counter()
-        files = {path.stem: detect.read_input(path) for path in sorted(args.nab_dir.glob("*.csv"))}
+        files = {path.stem: labelled_files.read_input(path) for path in sorted(args.nab_dir.glob("*.csv"))}
         hp = ModelHyperparameters(epochs=args.epochs, sample_stride=2)
-        model = detect.fit_detector_model(files, hp, simulate(PRETRAIN_SPEC).values)
+        model = labelled_files.fit_detector_model(files, hp, simulate(PRETRAIN_SPEC).values)
         note = (
             f"LSTM trained in {time.perf_counter() - started:.0f} s on the NAB probationary parts + "
             f"{PRETRAIN_SPEC.n_names} simulated names (seed {PRETRAIN_SPEC.seed}), {args.epochs} epochs"
         )
         if args.save_model:
-            detect.save_detector_model(model, args.save_model)
+            labelled_files.save_detector_model(model, args.save_model)
     tables = {
         "NAB realAWSCloudwatch": evaluate(args.nab_dir, workdir / "nab_results", model, config),
         f"simulator (seed {EVALUATION_SPEC.seed}, {anomalies} anomalies)": evaluate(

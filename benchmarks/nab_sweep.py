@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from nab_benchmark import EVALUATION_SPEC, write_simulator_set
 
-from tauxcharge_assets import detect, nab, nab_scoring, scoring
+from tauxcharge_assets.data import nab
+from tauxcharge_assets.detection import labelled_files, nab_scoring, scoring
 
 Cached = dict[str, tuple[pd.DataFrame, np.ndarray]]  # file stem -> (data, one-step p10/p50/p90)
 
@@ -40,13 +41,16 @@ SWEEP: list[dict[str, int]] = [
 ]
 
 
-def forecasts_of(directory: Path, model: detect.ForecastModel) -> Cached:
+def forecasts_of(directory: Path, model: labelled_files.ForecastModel) -> Cached:
     """Every file's one-step quantiles, computed once: scoring is cheap, the network is not."""
-    files = {path.stem: detect.read_input(path) for path in sorted(directory.glob("*.csv"))}
+    files = {path.stem: labelled_files.read_input(path) for path in sorted(directory.glob("*.csv"))}
     cached: Cached = {}
     for name, frame in files.items():
         values = frame["value"].to_numpy(np.float64)
-        cached[name] = (frame, detect.one_step_quantiles(model, name, values, detect.first_stamp(frame)))
+        cached[name] = (
+            frame,
+            labelled_files.one_step_quantiles(model, name, values, labelled_files.first_stamp(frame)),
+        )
     return cached
 
 
@@ -83,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nab-dir", type=Path, default=nab.DEFAULT_NAB_DIR)
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
-    model = detect.load_detector_model(args.model)
+    model = labelled_files.load_detector_model(args.model)
     simulator_dir = Path(tempfile.mkdtemp(prefix="nab_sweep_")) / "simulator_data"
     write_simulator_set(EVALUATION_SPEC, simulator_dir)
     sets = {"simulator": simulator_dir, "NAB AWS": args.nab_dir}

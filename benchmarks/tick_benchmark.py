@@ -93,21 +93,21 @@ def partition_keys(end: str, count: int) -> list[str]:
     """The keys of the ``count`` partitions whose windows end at or before ``end``, oldest first."""
     import pandas as pd
 
-    from tauxcharge_assets.partitions import partition_key_ending_at
+    from tauxcharge_assets.defs.partitions import partition_key_ending_at
 
     stop = pd.Timestamp(end)
     return [partition_key_ending_at(stop - i * pd.Timedelta(minutes=STEP_MINUTES)) for i in range(count)][::-1]
 
 
 def partition_end(key: str):
-    from tauxcharge_assets.partitions import tick_window
+    from tauxcharge_assets.defs.partitions import tick_window
 
     return tick_window(key).end
 
 
 def anomaly_lookback() -> int:
     """Slots of earlier forecasts the anomaly step reads (from its default configuration)."""
-    from tauxcharge_assets.assets.serving import AnomalyConfig
+    from tauxcharge_assets.defs.serving.assets import AnomalyConfig
 
     config = AnomalyConfig()
     if hasattr(config, "forecast_lookback_slots"):
@@ -120,9 +120,9 @@ def ensure_model(settings: Settings, prefix: str) -> str:
     import pandas as pd
     from tick_scenarios import resources
 
-    from tauxcharge_assets.assets.training import TrainingConfig
-    from tauxcharge_assets.demo import train
-    from tauxcharge_assets.registry import champion_version, latest_version, promote
+    from tauxcharge_assets.cli.runner import train
+    from tauxcharge_assets.defs.model.assets import TrainingConfig
+    from tauxcharge_assets.model.registry import champion_version, latest_version, promote
     from tauxcharge_assets.settings import default_mlflow_tracking_uri
 
     os.environ["TAUXCHARGE_INDEX_PREFIX"] = prefix
@@ -177,10 +177,11 @@ def run_process(command: list[str], env: dict[str, str]) -> tuple[float, float, 
 
 def incremental_equals_cold(prefix: str, key: str) -> bool:
     """The window the steady ticks built incrementally for ``key`` against a cold read of it, cleaned."""
-    from tauxcharge_assets.cleaning import clean_window
-    from tauxcharge_assets.es_store import IndexNames, connect
-    from tauxcharge_assets.incremental import ElasticsearchReader, cold_window
-    from tauxcharge_assets.window_store import WindowStore
+    from tauxcharge_assets.data.cleaning import clean_window
+    from tauxcharge_assets.elastic.client import connect
+    from tauxcharge_assets.elastic.indices import IndexNames
+    from tauxcharge_assets.window.incremental import ElasticsearchReader, cold_window
+    from tauxcharge_assets.window.store import WindowStore
 
     index = IndexNames(prefix).metrics
     end = partition_end(key)
@@ -239,9 +240,9 @@ def storage_per_partition(key: str, prefix: str) -> dict[str, int]:
     """Bytes the tick assets left on disk for one partition (IO manager outputs), plus the kept windows."""
     import pandas as pd
 
-    from tauxcharge_assets.es_store import IndexNames
+    from tauxcharge_assets.elastic.indices import IndexNames
     from tauxcharge_assets.settings import data_dir
-    from tauxcharge_assets.window_store import WindowStore
+    from tauxcharge_assets.window.store import WindowStore
 
     sizes: dict[str, int] = {}
     storage = data_dir() / "storage"
@@ -257,7 +258,7 @@ def storage_per_partition(key: str, prefix: str) -> dict[str, int]:
         sizes[asset] = path.stat().st_size if path.exists() else 0
     window = WindowStore.for_index(IndexNames(prefix).metrics).path_for(partition_end(key))
     sizes["rolling_window_state"] = window.stat().st_size if window.exists() else 0
-    from tauxcharge_assets.forecast_window import store_for
+    from tauxcharge_assets.window.kept_forecasts import store_for
 
     kept = store_for(IndexNames(prefix).forecasts).path_for(partition_end(key) + pd.Timedelta(minutes=STEP_MINUTES))
     sizes["one_step_forecast_state"] = kept.stat().st_size if kept.exists() else 0
@@ -268,8 +269,8 @@ def clear_kept_state(indices: Any) -> None:
     """Start every scale without kept windows, as its fresh forecast index (a rerun of the bench included)."""
     import shutil
 
-    from tauxcharge_assets.forecast_window import store_for
-    from tauxcharge_assets.window_store import WindowStore
+    from tauxcharge_assets.window.kept_forecasts import store_for
+    from tauxcharge_assets.window.store import WindowStore
 
     for store in (WindowStore.for_index(indices.metrics), store_for(indices.forecasts)):
         shutil.rmtree(store.root, ignore_errors=True)
@@ -305,16 +306,16 @@ def run_benchmark(settings: Settings, log=print) -> dict:
     import pandas as pd
     from tick_data import Dataset, ensure_loaded, prime_forecasts, reset_outputs
 
-    from tauxcharge_assets import es_server
-    from tauxcharge_assets.es_store import connect
+    from tauxcharge_assets.elastic import server as es_server
+    from tauxcharge_assets.elastic.client import connect
 
     started_server = None
     url = settings.url
     if url is None:
-        server = es_server.LocalServer(port=settings.port, heap_mb=1024)
-        if es_server.cluster_health(server.url) is None:
-            started_server = server  # ours to stop at the end; one already running stays up
-        url = es_server.start(server)
+        local = es_server.LocalServer(port=settings.port, heap_mb=1024)
+        if es_server.cluster_health(local.url) is None:
+            started_server = local  # ours to stop at the end; one already running stays up
+        url = es_server.start(local)
     os.environ["TAUXCHARGE_ES_URL"] = url
     client = connect(url, request_timeout_s=600)
     end = pd.Timestamp(settings.end)

@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 from elasticsearch import Elasticsearch, NotFoundError
 
-from tauxcharge_assets.es_store import IndexNames, bulk_write, ensure_indices
-from tauxcharge_assets.simulator import SimulationSpec, simulate
+from tauxcharge_assets.data.simulator import SimulationSpec, simulate
+from tauxcharge_assets.elastic.bulk import bulk_write
+from tauxcharge_assets.elastic.indices import IndexNames, ensure_indices
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,8 @@ def prime_forecasts(client: Elasticsearch, dataset: Dataset, first_end: pd.Times
     In a running deployment earlier ticks wrote them; here they are written directly (value = a
     constant: the read's cost does not depend on it), under the ids the ticks themselves use.
     """
-    from tauxcharge_assets.anomalies import forecast_documents
-    from tauxcharge_assets.simulator import _names
+    from tauxcharge_assets.data.simulator import _names
+    from tauxcharge_assets.model.forecast_documents import forecast_documents
 
     names = _names(dataset.n_names)["name"].to_numpy()
     slots = pd.date_range(first_end, last_end, freq="5min", inclusive="left")
@@ -113,7 +114,7 @@ def prime_forecasts(client: Elasticsearch, dataset: Dataset, first_end: pd.Times
 def main() -> None:
     import argparse
 
-    from tauxcharge_assets.es_store import connect
+    from tauxcharge_assets.elastic.client import connect
 
     parser = argparse.ArgumentParser(description="Load benchmark data into Elasticsearch.")
     parser.add_argument("--url", default="http://127.0.0.1:9270")

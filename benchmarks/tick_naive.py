@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 from elasticsearch import Elasticsearch
 
-from tauxcharge_assets.es_store import as_of_window_query
+from tauxcharge_assets.elastic.queries import as_of_window_query
 from tauxcharge_assets.settings import WINDOW_STEPS
 
 FIELDS = ["timestamp", "name", "value", "ingested_at"]

@@ -79,8 +79,8 @@ class Timers:
 
 def resources() -> dict[str, object]:
     """The bench's resources, with plain values (no EnvVar) so direct invocation needs no run."""
-    from tauxcharge_assets.resources import ElasticsearchResource, MlflowResource
-    from tauxcharge_assets.retention import RetainedFilesystemIOManager
+    from tauxcharge_assets.defs.io_manager import RetainedFilesystemIOManager
+    from tauxcharge_assets.defs.resources import ElasticsearchResource, MlflowResource
     from tauxcharge_assets.settings import data_dir, default_mlflow_tracking_uri
 
     return {
@@ -109,14 +109,14 @@ class StubForecastModel:
 
 def use_stub_model() -> None:
     """Make the forecasts asset use ``StubForecastModel`` in this process."""
-    from tauxcharge_assets.assets import serving
+    from tauxcharge_assets.defs.serving import assets as serving
 
     serving.champion_version = lambda *_: "stub"
     serving.load_forecast_model = lambda *_: StubForecastModel()
 
 
 def instrument(timers: Timers) -> None:
-    from tauxcharge_assets.assets import serving
+    from tauxcharge_assets.defs.serving import assets as serving
 
     timers.wrap(serving, "bulk_write", "write")
     timers.wrap(serving, "fetch_forecasts", "read_forecasts")
@@ -125,12 +125,12 @@ def instrument(timers: Timers) -> None:
     timers.wrap(serving, "forecast_frame", "frame")
     timers.wrap(serving, "score_recent_slots", "score")
     timers.wrap(serving.forecast_window, "advance", "keep_forecasts")
-    from tauxcharge_assets.window_store import WindowStore
+    from tauxcharge_assets.window.store import WindowStore
 
     timers.wrap(WindowStore, "save", "save_state")
     timers.wrap(WindowStore, "load", "load_state")
     with contextlib.suppress(ImportError):
-        from tauxcharge_assets import forecaster
+        from tauxcharge_assets.model import forecaster
 
         timers.wrap(forecaster.ForecastModel, "predict_quantiles", "inference")
         timers.wrap(forecaster.ForecastModel, "batch_for", "batch")
@@ -148,9 +148,9 @@ def tick(key: str, res: dict[str, object], timers: Timers, incremental: bool = T
     """The six tick assets for one partition, called directly, in dependency order."""
     from dagster import build_asset_context
 
-    from tauxcharge_assets.assets import serving
-    from tauxcharge_assets.assets.features import encoded_names, sequence_tensors
-    from tauxcharge_assets.assets.ingest import CleaningConfig, ExtractConfig, cleaned_series, raw_es_extract
+    from tauxcharge_assets.defs.features.assets import encoded_names, sequence_tensors
+    from tauxcharge_assets.defs.ingest.assets import CleaningConfig, ExtractConfig, cleaned_series, raw_es_extract
+    from tauxcharge_assets.defs.serving import assets as serving
 
     def context():
         return build_asset_context(partition_key=key, resources=res, instance=_instance())
@@ -177,10 +177,10 @@ def naive_tick(key: str, res: dict[str, object], timers: Timers) -> dict[str, ob
     import tick_naive
     from dagster import build_asset_context
 
-    from tauxcharge_assets.assets import serving
-    from tauxcharge_assets.assets.features import encoded_names, sequence_tensors
-    from tauxcharge_assets.cleaning import clean_series
-    from tauxcharge_assets.partitions import tick_window
+    from tauxcharge_assets.data.cleaning import clean_series
+    from tauxcharge_assets.defs.features.assets import encoded_names, sequence_tensors
+    from tauxcharge_assets.defs.partitions import tick_window
+    from tauxcharge_assets.defs.serving import assets as serving
 
     es = res["elasticsearch"]
     client, index = es.get_client(), es.indices.metrics
@@ -271,8 +271,8 @@ def run_dagster_inprocess(keys: list[str], warmup: list[str]) -> dict[str, objec
     """The tick assets materialized as Dagster runs in this process (no process start), like the backfill CLI."""
     from dagster import DagsterInstance, materialize
 
-    from tauxcharge_assets.assets import ALL_ASSETS, TICK_ASSETS
-    from tauxcharge_assets.checks import ALL_CHECKS
+    from tauxcharge_assets.definitions import ALL_ASSETS, ALL_CHECKS
+    from tauxcharge_assets.defs.serving.jobs import TICK_ASSETS
 
     res, instance = resources(), DagsterInstance.get()
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tauxcharge_assets import backtest
-from tauxcharge_assets.forecaster import LstmForecaster, series_from_frame, train_forecast_model
-from tauxcharge_assets.model import ModelHyperparameters
-from tauxcharge_assets.simulator import SimulationSpec, simulate
+from tauxcharge_assets.data.simulator import SimulationSpec, simulate
+from tauxcharge_assets.model import backtest
+from tauxcharge_assets.model.forecaster import LstmForecaster, series_from_frame, train_forecast_model
+from tauxcharge_assets.model.network import ModelHyperparameters
 
 
 def main(argv: list[str] | None = None) -> int:

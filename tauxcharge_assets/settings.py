@@ -35,6 +35,12 @@ def default_mlflow_artifact_location() -> str:
     return (data_dir() / "mlartifacts").as_uri()
 
 
+def automation_enabled() -> bool:
+    """``TAUXCHARGE_AUTOMATION=on`` starts the schedule and the sensor; off by default, so a fresh
+    ``dagster dev`` does not hammer an empty cluster."""
+    return os.environ.get("TAUXCHARGE_AUTOMATION", "").lower() in ("1", "on", "true", "yes")
+
+
 def to_utc(ts: object) -> pd.Timestamp:
     """A UTC timestamp from anything pandas parses; naive values are taken as UTC."""
     stamp = pd.Timestamp(ts)

@@ -17,8 +17,8 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 from dagster import BetaWarning, PreviewWarning
 
-from tauxcharge_assets import es_server
-from tauxcharge_assets.resources import ElasticsearchResource, MlflowResource
+from tauxcharge_assets.defs.resources import ElasticsearchResource, MlflowResource
+from tauxcharge_assets.elastic import server as es_server
 
 warnings.filterwarnings("ignore", category=PreviewWarning)
 warnings.filterwarnings("ignore", category=BetaWarning)
@@ -33,12 +33,12 @@ def es_url() -> Iterator[str]:
     if configured:
         yield configured
         return
-    server = es_server.LocalServer(port=TEST_PORT)
-    already_running = es_server.cluster_health(server.url) is not None
-    url = es_server.start(server)
+    local = es_server.LocalServer(port=TEST_PORT)
+    already_running = es_server.cluster_health(local.url) is not None
+    url = es_server.start(local)
     yield url
     if not already_running:
-        es_server.stop(server)
+        es_server.stop(local)
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@
 import numpy as np
 import pandas as pd
 
-from tauxcharge_assets.anomalies import EVIDENCE_WORDS, anomaly_documents, score_recent_slots
-from tauxcharge_assets.scoring import ScoringConfig
+from tauxcharge_assets.detection.report import EVIDENCE_WORDS, anomaly_documents, score_recent_slots
+from tauxcharge_assets.detection.scoring import ScoringConfig
 
 T = pd.Timestamp("2026-03-02 12:00", tz="UTC")
 CONFIG = ScoringConfig(baseline_window=30, record_window=30, alarm_window=6, min_history=12)

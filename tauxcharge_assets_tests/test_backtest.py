@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tauxcharge_assets.backtest import (
+from tauxcharge_assets.model.backtest import (
     BacktestSpec,
     NaiveForecaster,
     SeasonalNaiveForecaster,

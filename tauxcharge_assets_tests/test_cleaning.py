@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from tauxcharge_assets.cleaning import CleaningRules, clean_series, fill_short_gaps
+from tauxcharge_assets.data.cleaning import CleaningRules, clean_series, fill_short_gaps
 
 START = pd.Timestamp("2026-01-05 00:00", tz="UTC")
 END = START + pd.Timedelta(minutes=60)

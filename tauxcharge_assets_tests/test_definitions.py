@@ -5,9 +5,9 @@ import sys
 import pandas as pd
 from dagster import AssetKey, Definitions, EnvVar
 
-from tauxcharge_assets.partitions import partitions_start, tick_partitions
-from tauxcharge_assets.resources import elasticsearch_from_env
-from tauxcharge_assets.sensors import MAX_MODEL_AGE, retrain_decision
+from tauxcharge_assets.defs.model.sensors import MAX_MODEL_AGE, retrain_decision
+from tauxcharge_assets.defs.partitions import partitions_start, tick_partitions
+from tauxcharge_assets.defs.resources import elasticsearch_from_env
 
 
 def test_definitions_load_and_validate() -> None:

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tauxcharge_assets import detect, scoring
-from tauxcharge_assets.forecaster import ForecastModel
-from tauxcharge_assets.model import ModelHyperparameters
+from tauxcharge_assets.detection import labelled_files, scoring
+from tauxcharge_assets.model.forecaster import ForecastModel
+from tauxcharge_assets.model.network import ModelHyperparameters
 
 HP = ModelHyperparameters(
     window=24, patch=12, horizon=2, lstm_units=4, embedding_dim=2, dense_units=8, epochs=1, batch_size=64
@@ -42,11 +42,13 @@ def frames() -> dict[str, pd.DataFrame]:
 
 @pytest.fixture(scope="module")
 def model(frames: dict[str, pd.DataFrame]) -> ForecastModel:
-    return detect.fit_detector_model(frames, HP)
+    return labelled_files.fit_detector_model(frames, HP)
 
 
 def test_writes_the_nab_results_layout(tmp_path: Path, frames: dict[str, pd.DataFrame], model: ForecastModel) -> None:
-    written = detect.detect_directory(write_folder(tmp_path / "in", frames), tmp_path / "out", CONFIG, HP, model=model)
+    written = labelled_files.detect_directory(
+        write_folder(tmp_path / "in", frames), tmp_path / "out", CONFIG, HP, model=model
+    )
     assert sorted(p.name for p in written.values()) == ["tauxcharge_calm.csv", "tauxcharge_spiky.csv"]
     for name, path in written.items():
         result = pd.read_csv(path)
@@ -63,9 +65,13 @@ def test_truncated_input_gives_the_same_scores(
     tmp_path: Path, frames: dict[str, pd.DataFrame], model: ForecastModel
 ) -> None:
     """Causality of the whole command: rows after t (even the file's length) never change the score at t."""
-    full = detect.detect_directory(write_folder(tmp_path / "full", frames), tmp_path / "o1", CONFIG, HP, model=model)
+    full = labelled_files.detect_directory(
+        write_folder(tmp_path / "full", frames), tmp_path / "o1", CONFIG, HP, model=model
+    )
     short = {name: frame.iloc[:400] for name, frame in frames.items()}
-    cut = detect.detect_directory(write_folder(tmp_path / "cut", short), tmp_path / "o2", CONFIG, HP, model=model)
+    cut = labelled_files.detect_directory(
+        write_folder(tmp_path / "cut", short), tmp_path / "o2", CONFIG, HP, model=model
+    )
     for name in frames:
         head = pd.read_csv(full[name])["anomaly_score"].to_numpy()[:400]
         assert np.allclose(pd.read_csv(cut[name])["anomaly_score"].to_numpy(), head, rtol=0, atol=1e-6)
@@ -73,24 +79,26 @@ def test_truncated_input_gives_the_same_scores(
 
 def test_learning_uses_the_probationary_part_only(tmp_path: Path, frames: dict[str, pd.DataFrame]) -> None:
     """Training on a file whose post-probation rows differ gives the very same detector and scores."""
-    probation = detect.probationary_length(ROWS)
+    probation = labelled_files.probationary_length(ROWS)
     altered = {name: frame.copy() for name, frame in frames.items()}
     for frame in altered.values():
         frame.loc[probation:, "value"] = 1000.0 + frame.loc[probation:, "value"] * 3
-    first = detect.detect_directory(write_folder(tmp_path / "a", frames), tmp_path / "oa", CONFIG, HP)
-    second = detect.fit_detector_model(altered, HP)
-    again = detect.detect_directory(write_folder(tmp_path / "b", frames), tmp_path / "ob", CONFIG, HP, model=second)
+    first = labelled_files.detect_directory(write_folder(tmp_path / "a", frames), tmp_path / "oa", CONFIG, HP)
+    second = labelled_files.fit_detector_model(altered, HP)
+    again = labelled_files.detect_directory(
+        write_folder(tmp_path / "b", frames), tmp_path / "ob", CONFIG, HP, model=second
+    )
     for name in frames:
         scores = pd.read_csv(first[name])["anomaly_score"].to_numpy()
         assert np.allclose(pd.read_csv(again[name])["anomaly_score"].to_numpy(), scores, rtol=0, atol=1e-5)
 
 
 def test_round_trip_of_a_saved_model(tmp_path: Path, frames: dict[str, pd.DataFrame], model: ForecastModel) -> None:
-    detect.save_detector_model(model, tmp_path / "m")
-    loaded = detect.load_detector_model(tmp_path / "m")
+    labelled_files.save_detector_model(model, tmp_path / "m")
+    loaded = labelled_files.load_detector_model(tmp_path / "m")
     folder = write_folder(tmp_path / "in", frames)
-    a = detect.detect_directory(folder, tmp_path / "oa", CONFIG, HP, model=model)
-    b = detect.detect_directory(folder, tmp_path / "ob", CONFIG, HP, model=loaded)
+    a = labelled_files.detect_directory(folder, tmp_path / "oa", CONFIG, HP, model=model)
+    b = labelled_files.detect_directory(folder, tmp_path / "ob", CONFIG, HP, model=loaded)
     assert pd.read_csv(a["spiky"]).equals(pd.read_csv(b["spiky"]))
 
 
@@ -109,9 +117,9 @@ def test_bad_input_is_refused(tmp_path: Path, content: str, message: str, model:
     folder.mkdir()
     (folder / "bad.csv").write_text(content)
     with pytest.raises(ValueError, match=message):
-        detect.detect_directory(folder, tmp_path / "out", CONFIG, HP, model=model)
+        labelled_files.detect_directory(folder, tmp_path / "out", CONFIG, HP, model=model)
 
 
 def test_an_empty_folder_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="No CSV"):
-        detect.detect_directory(tmp_path, tmp_path / "out", CONFIG, HP)
+        labelled_files.detect_directory(tmp_path, tmp_path / "out", CONFIG, HP)

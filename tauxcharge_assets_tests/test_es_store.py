@@ -5,17 +5,12 @@ import threading
 import pandas as pd
 import pytest
 
-from tauxcharge_assets import es_server
-from tauxcharge_assets.encoding import UNKNOWN_NAME_ID, assign_name_ids, load_name_ids
-from tauxcharge_assets.es_store import (
-    ElasticsearchUnavailableError,
-    bulk_write,
-    connect,
-    count_documents,
-    count_malformed_timestamps,
-    fetch_raw_metrics,
-)
-from tauxcharge_assets.resources import ElasticsearchResource
+from tauxcharge_assets.data.name_ids import UNKNOWN_NAME_ID, assign_name_ids, load_name_ids
+from tauxcharge_assets.defs.resources import ElasticsearchResource
+from tauxcharge_assets.elastic import server as es_server
+from tauxcharge_assets.elastic.bulk import bulk_write
+from tauxcharge_assets.elastic.client import ElasticsearchUnavailableError, connect
+from tauxcharge_assets.elastic.queries import count_documents, count_malformed_timestamps, fetch_raw_metrics
 
 T0 = pd.Timestamp("2026-02-01 00:00", tz="UTC")
 

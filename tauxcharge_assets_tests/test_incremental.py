@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tauxcharge_assets.cleaning import CleaningRules, clean_series, clean_window
-from tauxcharge_assets.documents import DocumentBatch, from_sources
-from tauxcharge_assets.es_store import bulk_write
-from tauxcharge_assets.incremental import ElasticsearchReader, cold_window, update_window
-from tauxcharge_assets.resources import ElasticsearchResource
-from tauxcharge_assets.simulator import SimulationSpec, simulate
-from tauxcharge_assets.window_store import WindowStore
+from tauxcharge_assets.data.cleaning import CleaningRules, clean_series, clean_window
+from tauxcharge_assets.data.documents import DocumentBatch, from_sources
+from tauxcharge_assets.data.simulator import SimulationSpec, simulate
+from tauxcharge_assets.defs.resources import ElasticsearchResource
+from tauxcharge_assets.elastic.bulk import bulk_write
+from tauxcharge_assets.window.incremental import ElasticsearchReader, cold_window, update_window
+from tauxcharge_assets.window.store import WindowStore
 
 STEP = pd.Timedelta(minutes=5)
 T0 = pd.Timestamp("2026-03-02 00:00", tz="UTC")
@@ -241,7 +241,7 @@ def test_the_store_keeps_the_live_chain_and_the_last_writes(tmp_path) -> None:
 def test_io_manager_retention_keeps_the_latest_and_the_last_written_partitions(tmp_path) -> None:
     import os
 
-    from tauxcharge_assets.retention import prune_partition_files
+    from tauxcharge_assets.defs.io_manager import prune_partition_files
 
     folder = tmp_path / "cleaned_series"
     folder.mkdir()

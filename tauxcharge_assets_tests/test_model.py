@@ -4,9 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tauxcharge_assets import backtest
-from tauxcharge_assets import model as lstm
-from tauxcharge_assets.forecaster import (
+from tauxcharge_assets.data.simulator import SimulationSpec, simulate
+from tauxcharge_assets.model import backtest
+from tauxcharge_assets.model import network as lstm
+from tauxcharge_assets.model.forecaster import (
     LstmForecaster,
     NameScaler,
     SeriesData,
@@ -14,7 +15,6 @@ from tauxcharge_assets.forecaster import (
     train_forecast_model,
     windows,
 )
-from tauxcharge_assets.simulator import SimulationSpec, simulate
 
 HP = lstm.ModelHyperparameters(epochs=1, lstm_units=8, dense_units=8, sample_stride=24, horizon=3)
 MONDAY_NOON = np.datetime64("2026-03-02T12:00", "ns")
@@ -94,7 +94,7 @@ def test_train_predict_quantiles_and_backtest_adapter() -> None:
 
 def test_the_numpy_forward_pass_gives_the_keras_quantiles() -> None:
     """A tick runs the network from its weights without TensorFlow; it must be the same network."""
-    from tauxcharge_assets.numpy_network import NumpyNetwork, to_npz, weights_of
+    from tauxcharge_assets.model.numpy_network import NumpyNetwork, to_npz, weights_of
 
     hp = lstm.ModelHyperparameters(lstm_units=6, dense_units=5, embedding_dim=3, horizon=4)
     network = lstm.build_model(hp, vocabulary_size=7)

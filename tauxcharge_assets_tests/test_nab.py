@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from tauxcharge_assets import nab
+from tauxcharge_assets.data import nab
 
 
 def test_reads_every_file_and_its_labelled_windows() -> None:

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tauxcharge_assets import nab
-from tauxcharge_assets.nab_scoring import (
+from tauxcharge_assets.data import nab
+from tauxcharge_assets.detection.nab_scoring import (
     NEVER_FIRES,
     PROFILES,
     CostProfile,

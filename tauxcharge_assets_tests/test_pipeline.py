@@ -15,15 +15,18 @@ import pandas as pd
 import pytest
 from dagster import AssetKey, FilesystemIOManager, SkipReason, build_sensor_context, materialize
 
-from tauxcharge_assets.assets import ALL_ASSETS, MODEL_ASSETS, TICK_ASSETS, hyperparameter_search
-from tauxcharge_assets.checks import ALL_CHECKS
-from tauxcharge_assets.demo import QUIET
-from tauxcharge_assets.es_store import bulk_write, count_documents, fetch_raw_metrics, scan_pit
-from tauxcharge_assets.partitions import partition_key_ending_at
-from tauxcharge_assets.registry import champion_version, promote
-from tauxcharge_assets.resources import ElasticsearchResource, MlflowResource
-from tauxcharge_assets.sensors import retrain_sensor
-from tauxcharge_assets.simulator import SimulationSpec, simulate
+from tauxcharge_assets.cli.runner import QUIET
+from tauxcharge_assets.data.simulator import SimulationSpec, simulate
+from tauxcharge_assets.definitions import ALL_ASSETS, ALL_CHECKS
+from tauxcharge_assets.defs.model.jobs import MODEL_ASSETS
+from tauxcharge_assets.defs.model.sensors import retrain_sensor
+from tauxcharge_assets.defs.model.tuning import hyperparameter_search
+from tauxcharge_assets.defs.partitions import partition_key_ending_at
+from tauxcharge_assets.defs.resources import ElasticsearchResource, MlflowResource
+from tauxcharge_assets.defs.serving.jobs import TICK_ASSETS
+from tauxcharge_assets.elastic.bulk import bulk_write, scan_pit
+from tauxcharge_assets.elastic.queries import count_documents, fetch_raw_metrics
+from tauxcharge_assets.model.registry import champion_version, promote
 
 STEP = pd.Timedelta(minutes=5)
 TRAINING = {"training_days": 2.5, "epochs": 2, "lstm_units": 8, "dense_units": 8, "sample_stride": 12}
@@ -225,8 +228,8 @@ def test_a_fresh_process_forecasts_with_the_champion_without_importing_tensorflo
         import sys
         import numpy as np
         import pandas as pd
-        from tauxcharge_assets.registry import load_forecast_model
-        from tauxcharge_assets.numpy_network import NumpyNetwork
+        from tauxcharge_assets.model.registry import load_forecast_model
+        from tauxcharge_assets.model.numpy_network import NumpyNetwork
         model = load_forecast_model({mlflow_resource.tracking_uri!r}, {mlflow_resource.registered_model_name!r},
                                     {champion!r})
         values = np.full((2, 288), 40.0, np.float32)

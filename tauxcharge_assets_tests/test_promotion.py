@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from tauxcharge_assets.promotion import promotion_decision
+from tauxcharge_assets.model.promotion import promotion_decision
 
 
 def summary(challenger: float, champion: float | None, naive: float = 1.0, seasonal: float = 1.2) -> pd.DataFrame:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tauxcharge_assets import scoring
+from tauxcharge_assets.detection import scoring
 
 CONFIG = scoring.ScoringConfig()
 

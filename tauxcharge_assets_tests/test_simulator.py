@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from tauxcharge_assets.simulator import SimulationSpec, load_labels, save_labels, simulate
+from tauxcharge_assets.data.simulator import SimulationSpec, load_labels, save_labels, simulate
 
 END = pd.Timestamp("2026-03-02", tz="UTC")
 

@@ -10,7 +10,7 @@ from types import ModuleType
 
 import pytest
 
-from tauxcharge_assets.resources import ElasticsearchResource
+from tauxcharge_assets.defs.resources import ElasticsearchResource
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -42,7 +42,7 @@ def test_the_small_benchmark_runs_and_incremental_equals_cold(
     harness: tuple[ModuleType, ModuleType], es_url: str, tmp_path: Path
 ) -> None:
     tick_benchmark, tick_report = harness
-    from tauxcharge_assets.assets import serving
+    from tauxcharge_assets.defs.serving import assets as serving
 
     saved = serving.champion_version, serving.load_forecast_model
     settings = tick_benchmark.small_settings(tick_benchmark.Settings(scales=[], url=es_url))

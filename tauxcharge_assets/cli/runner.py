@@ -1,0 +1,84 @@
+"""The in-process runner shared by the demo, the command line, the tests and the benchmarks: the local
+Elasticsearch on demand, a Dagster instance under the data folder, ticks and trainings run with
+``dagster.materialize`` (one process, no daemon) and recorded so ``dagster dev`` shows them."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+from dagster import DagsterInstance, materialize
+
+from tauxcharge_assets.definitions import ALL_ASSETS, ALL_CHECKS
+from tauxcharge_assets.defs.io_manager import RetainedFilesystemIOManager
+from tauxcharge_assets.defs.model.jobs import MODEL_ASSETS
+from tauxcharge_assets.defs.resources import ElasticsearchResource, MlflowResource
+from tauxcharge_assets.defs.serving.jobs import TICK_ASSETS
+from tauxcharge_assets.elastic import server
+from tauxcharge_assets.settings import data_dir
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def ensure_elasticsearch() -> str:
+    """The configured server, or the project's local one started on demand."""
+    if os.environ.get("TAUXCHARGE_ES_URL"):
+        return os.environ["TAUXCHARGE_ES_URL"]
+    url = server.start()
+    os.environ["TAUXCHARGE_ES_URL"] = url
+    return url
+
+
+def dagster_instance() -> DagsterInstance:
+    if not os.environ.get("DAGSTER_HOME"):
+        home = data_dir() / "dagster_home"
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "dagster.yaml").touch()
+        os.environ["DAGSTER_HOME"] = str(home)
+    return DagsterInstance.get()
+
+
+def materialize_ticks(
+    partition_keys: list[str], resources: dict[str, object], instance: DagsterInstance | None = None
+) -> None:
+    for key in partition_keys:
+        result = materialize(
+            [*ALL_ASSETS, *ALL_CHECKS],
+            selection=TICK_ASSETS,
+            partition_key=key,
+            resources=resources,
+            instance=instance,
+            run_config=QUIET,
+            raise_on_error=True,
+        )
+        assert result.success, f"tick {key} failed"
+
+
+def train(
+    resources: dict[str, object], train_until: pd.Timestamp, instance: DagsterInstance | None, **config: object
+) -> bool:
+    """The retrain job's assets; False when the promotion gate kept the previous champion."""
+    result = materialize(
+        [*ALL_ASSETS],
+        selection=MODEL_ASSETS,
+        resources=resources,
+        instance=instance,
+        run_config={
+            **QUIET,
+            "ops": {"trained_model": {"config": {"train_until": train_until.isoformat(), **config}}},
+        },
+        raise_on_error=False,
+    )
+    trained = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["trained_model"]]
+    if not trained:
+        raise RuntimeError("trained_model did not materialize: see the run's logs above.")
+    return any(e.asset_key.path == ["champion_model"] for e in result.get_asset_materialization_events())
+
+
+def tick_resources(elasticsearch: ElasticsearchResource, mlflow: MlflowResource) -> dict[str, object]:
+    """The code location's resources: the same retention-bound IO manager as ``definitions``."""
+    return {
+        "elasticsearch": elasticsearch,
+        "mlflow": mlflow,
+        "io_manager": RetainedFilesystemIOManager(base_dir=str(data_dir() / "storage")),
+    }

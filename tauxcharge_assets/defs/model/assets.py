@@ -1,0 +1,198 @@
+"""The global LSTM: retrained on demand (weekly by the sensor), backtested against the champion and the
+baselines, tracked and registered in MLflow; ``champion_model`` moves the alias when the gate passes."""
+
+import dataclasses
+
+import pandas as pd
+from dagster import AssetDep, AssetExecutionContext, Config, Failure, LastPartitionMapping, Output, asset
+from pydantic import Field
+
+from tauxcharge_assets.data.cleaning import CleanedSeries, clean_series
+from tauxcharge_assets.data.name_ids import assign_name_ids
+from tauxcharge_assets.defs.resources import ElasticsearchResource, MlflowResource
+from tauxcharge_assets.elastic.queries import fetch_raw_metrics
+from tauxcharge_assets.model import backtest
+from tauxcharge_assets.model.forecaster import ForecastModel, LstmForecaster, series_from_frame, train_forecast_model
+from tauxcharge_assets.model.network import ModelHyperparameters
+from tauxcharge_assets.model.promotion import CHALLENGER, CHAMPION, promotion_decision
+from tauxcharge_assets.model.registry import (
+    ModelHandle,
+    champion_version,
+    load_forecast_model,
+    log_and_register,
+    promote,
+)
+from tauxcharge_assets.reporting import backtest_plot, figure_markdown, loss_plot, markdown_table
+from tauxcharge_assets.settings import STEP_MINUTES, to_utc
+
+
+class TrainingConfig(Config):
+    training_days: float = Field(default=14.0, description="History the model learns from")
+    train_until: str | None = Field(
+        default=None,
+        description="ISO timestamp the training data ends at; default: now, on the 5-minute grid",
+    )
+    window: int = Field(default=288, description="Slots of history the network reads (a multiple of patch)")
+    patch: int = 12
+    epochs: int = Field(default=15, description="At most; early stopping on the validation windows")
+    early_stopping_patience: int = 3
+    lstm_units: int = 48
+    dense_units: int = 64
+    embedding_dim: int = 8
+    learning_rate: float = 3e-3
+    batch_size: int = 256
+    sample_stride: int = Field(default=3, description="Take one training window every N slots")
+    max_training_windows: int = Field(default=300_000, description="Subsample above this (bounds training time)")
+    holdout_fraction: float = Field(default=0.2, description="Latest share of the history: validation + backtest")
+    horizon: int = Field(default=12, description="Steps ahead forecast (12 = 1 h)")
+    seed: int = 42
+    backtest_origin_step: int = Field(default=6, description="A backtest forecast origin every N slots")
+
+    def hyperparameters(self, **overrides: float | int) -> ModelHyperparameters:
+        names = {field.name for field in dataclasses.fields(ModelHyperparameters)}
+        values = {k: v for k, v in self.model_dump().items() if k in names}
+        return ModelHyperparameters(**{**values, **overrides})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingHistory:
+    cleaned: CleanedSeries
+    name_ids: dict[str, int]
+    until: pd.Timestamp
+
+    def series(self) -> dict[str, object]:
+        observed = self.cleaned.values.where(self.cleaned.observed)
+        return {str(name): observed[name].to_numpy("float32") for name in observed.columns}
+
+    @property
+    def start_times(self) -> dict[str, pd.Timestamp]:
+        return {str(name): self.cleaned.values.index[0] for name in self.cleaned.values.columns}
+
+
+def load_history(
+    elasticsearch: ElasticsearchResource, training_days: float, train_until: str | None
+) -> TrainingHistory:
+    until = to_utc(train_until) if train_until else pd.Timestamp.now(tz="UTC")
+    until = until.floor(f"{STEP_MINUTES}min")
+    since = until - pd.Timedelta(days=training_days)
+    client = elasticsearch.get_client()
+    raw = fetch_raw_metrics(client, elasticsearch.indices.metrics, since, until, as_of=until)
+    cleaned = clean_series(raw, since, until)
+    if not cleaned.names:
+        raise Failure(
+            f"No metric documents between {since} and {until} in {elasticsearch.indices.metrics}: load data first."
+        )
+    name_ids, _ = assign_name_ids(client, elasticsearch.indices.names, cleaned.names)
+    return TrainingHistory(cleaned, name_ids, until)
+
+
+def backtest_against(
+    history: TrainingHistory,
+    challenger: ForecastModel,
+    champion: ForecastModel | None,
+    hp: ModelHyperparameters,
+    origin_step: int,
+) -> backtest.BacktestResult:
+    """Every candidate forecasts the same held-out origins: the challenger, the champion, the baselines."""
+    spec = backtest.BacktestSpec(
+        train_fraction=1 - hp.holdout_fraction,
+        horizon=hp.horizon,
+        report_horizons=tuple(sorted({1, hp.horizon})),
+        origin_step=origin_step,
+    )
+    candidates: list[backtest.Forecaster] = [
+        LstmForecaster(hp, history.start_times, challenger, history.name_ids, name=CHALLENGER)
+    ]
+    if champion is not None:
+        candidates.append(LstmForecaster(champion.hp, history.start_times, champion, history.name_ids, name=CHAMPION))
+    return backtest.run_backtest(history.series(), [*candidates, *backtest.baseline_forecasters(spec)], spec)
+
+
+def backtest_metrics(result: backtest.BacktestResult) -> dict[str, float]:
+    summary = result.summary()
+    return {
+        f"backtest_{row.forecaster}_{column}_h{row.horizon}": float(getattr(row, column))
+        for row in summary.itertuples()
+        for column in ("median_mase", "mean_mase", "coverage")
+    }
+
+
+@asset(
+    group_name="model",
+    kinds={"tensorflow", "mlflow"},
+    deps=[AssetDep("sequence_tensors", partition_mapping=LastPartitionMapping())],
+)
+def trained_model(
+    context: AssetExecutionContext,
+    config: TrainingConfig,
+    elasticsearch: ElasticsearchResource,
+    mlflow: MlflowResource,
+) -> Output[ModelHandle]:
+    """A challenger trained on the latest history, registered with its backtest against the champion."""
+    history = load_history(elasticsearch, config.training_days, config.train_until)
+    hp = config.hyperparameters()
+    vocabulary = max(history.name_ids.values(), default=0) + 1
+    model = train_forecast_model(
+        series_from_frame(history.cleaned.values.where(history.cleaned.observed), history.name_ids), hp, vocabulary
+    )
+    current = champion_version(mlflow.tracking_uri, mlflow.registered_model_name)
+    champion = load_forecast_model(mlflow.tracking_uri, mlflow.registered_model_name, current) if current else None
+    result = backtest_against(history, model, champion, hp, config.backtest_origin_step)
+    summary = result.summary()
+    baselines = [f.name for f in backtest.baseline_forecasters()]
+    decision = promotion_decision(summary, baselines, current)
+    metrics = {**backtest_metrics(result), "validation_coverage_80": model.validation_coverage}
+    handle = log_and_register(
+        model,
+        metrics,
+        tracking_uri=mlflow.tracking_uri,
+        experiment_name=mlflow.experiment_name,
+        registered_model_name=mlflow.registered_model_name,
+        artifact_location=mlflow.resolved_artifact_location(),
+        tags={"dagster_run_id": context.run.run_id, "dagster_asset": "trained_model"},
+        trained_through=history.until,
+        extra_params={
+            "names": len(history.name_ids),
+            "vocabulary_size": vocabulary,
+            "training_days": config.training_days,
+        },
+        figures={"loss": loss_plot(model.history), "backtest": backtest_plot(summary)},
+        tables={"backtest_summary": summary, "backtest_per_name": result.frame},
+        decision=decision,
+    )
+    context.log.info(f"version {handle.version}: {decision['reason']}")
+    return Output(
+        handle,
+        metadata={
+            "model_uri": handle.model_uri,
+            "mlflow_run_id": handle.run_id,
+            "trained_through": handle.trained_through,
+            "names": len(history.name_ids),
+            "epochs_run": len(model.history.get("loss", [])),
+            "validation_coverage_80": model.validation_coverage,
+            "backtest": markdown_table(summary, float_format="{:.3f}"),
+            "backtest_plot": figure_markdown(backtest_plot(summary)),
+            "promotion": decision["reason"],
+            "loss_curve": figure_markdown(loss_plot(model.history)),
+        },
+    )
+
+
+@asset(group_name="model", kinds={"mlflow"})
+def champion_model(
+    context: AssetExecutionContext, mlflow: MlflowResource, trained_model: ModelHandle
+) -> Output[ModelHandle]:
+    """Moves the ``champion`` alias to the new version; runs only when the gate check passed."""
+    if not trained_model.decision.get("promote"):
+        raise Failure(f"Version {trained_model.version} is not promoted: {trained_model.decision.get('reason')}")
+    previous = champion_version(mlflow.tracking_uri, mlflow.registered_model_name)
+    promote(mlflow.tracking_uri, mlflow.registered_model_name, trained_model.version)
+    context.log.info(f"champion: version {previous} -> {trained_model.version}")
+    return Output(
+        trained_model,
+        metadata={
+            "champion_version": trained_model.version,
+            "previous_champion": str(previous),
+            "reason": trained_model.decision["reason"],
+        },
+    )

@@ -1,0 +1,120 @@
+"""The indices of one deployment and the composable index templates the project owns.
+
+Everything uses only core index-template APIs: the integ-test build we run against has no ingest
+pipelines, ES|QL, painless, update/delete-by-query or ILM, so the product must not depend on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from elasticsearch import ApiError, Elasticsearch
+
+
+@dataclass(frozen=True)
+class IndexNames:
+    """The indices of one deployment; tests use their own prefix so they never touch real data."""
+
+    prefix: str = "tauxcharge"
+
+    @property
+    def metrics(self) -> str:
+        return f"{self.prefix}-metrics"
+
+    @property
+    def forecasts(self) -> str:
+        return f"{self.prefix}-forecasts"
+
+    @property
+    def anomalies(self) -> str:
+        return f"{self.prefix}-anomalies"
+
+    @property
+    def names(self) -> str:
+        return f"{self.prefix}-names"
+
+
+_SETTINGS = {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"}
+
+_KEYWORD_STRINGS = [{"strings_as_keywords": {"match_mapping_type": "string", "mapping": {"type": "keyword"}}}]
+
+_TEMPLATES: dict[str, dict[str, Any]] = {
+    "metrics": {
+        "dynamic_templates": _KEYWORD_STRINGS,  # dimension fields (site, kind, ...) become keywords
+        "properties": {
+            "timestamp": {"type": "date", "ignore_malformed": True},
+            "name": {"type": "keyword"},
+            # Malformed values are kept in _source and counted by the cleaning step, never rejected.
+            "value": {"type": "float", "ignore_malformed": True},
+            "ingested_at": {"type": "date", "ignore_malformed": True},
+        },
+    },
+    "forecasts": {
+        "dynamic": "strict",
+        "properties": {
+            "name": {"type": "keyword"},
+            "issued_at": {"type": "date"},
+            "target_timestamp": {"type": "date"},
+            "horizon_steps": {"type": "short"},
+            # double, not float: the anomaly step reads them back from doc values, exactly as written
+            "value": {"type": "double"},
+            "lower": {"type": "double"},
+            "upper": {"type": "double"},
+            "model_name": {"type": "keyword"},
+            "model_version": {"type": "keyword"},
+            "partition_key": {"type": "keyword"},
+        },
+    },
+    "anomalies": {
+        "dynamic": "strict",
+        "properties": {
+            "name": {"type": "keyword"},
+            "timestamp": {"type": "date"},
+            "actual": {"type": "float"},
+            "forecast": {"type": "float"},
+            "lower": {"type": "float"},
+            "upper": {"type": "float"},
+            "residual": {"type": "float"},
+            "z_score": {"type": "float"},
+            "evidence": {"type": "keyword"},
+            "ratio_to_record": {"type": "float"},
+            "score": {"type": "float"},
+            "severity": {"type": "keyword"},
+            "reason": {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 512}}},
+            "model_version": {"type": "keyword"},
+            "partition_key": {"type": "keyword"},
+            "detected_at": {"type": "date"},
+        },
+    },
+    "names": {
+        "dynamic": "strict",
+        "properties": {
+            "name": {"type": "keyword"},
+            "name_id": {"type": "integer"},
+            "next_id": {"type": "integer"},
+        },
+    },
+}
+
+
+def ensure_indices(client: Elasticsearch, indices: IndexNames) -> None:
+    """Install the composable index templates we own, then create the indices if missing."""
+    for kind, mappings in _TEMPLATES.items():
+        index = getattr(indices, kind)
+        client.indices.put_index_template(
+            name=f"{index}-template",
+            index_patterns=[f"{index}*"],
+            priority=500,
+            template={"settings": _SETTINGS, "mappings": mappings},
+            meta={"owner": "tauxcharge_assets"},
+        )
+        if not client.indices.exists(index=index):
+            try:
+                client.indices.create(index=index)
+            except ApiError as error:
+                if error.status_code != 400 or "resource_already_exists" not in str(error):
+                    raise
+    client.cluster.health(wait_for_status="yellow", timeout="30s")
+
+

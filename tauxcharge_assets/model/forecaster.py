@@ -1,0 +1,274 @@
+"""A trained forecaster: the network plus what it needs around it (per-name scales, interval calibration).
+
+Everything here works on plain arrays of series that may start at different times and have gaps
+(NaN), so the same code trains on the Elasticsearch history, on the NAB files and in the backtests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tauxcharge_assets.model import network as network_module
+from tauxcharge_assets.model.network import ModelHyperparameters, WindowBatch
+from tauxcharge_assets.settings import STEP_MINUTES
+
+
+def one_step_scale(values: np.ndarray) -> np.ndarray:
+    """Mean absolute change between consecutive observed slots (the in-sample naive MAE), per row."""
+    values = np.atleast_2d(np.asarray(values, dtype=np.float64))
+    with np.errstate(invalid="ignore"), np.testing.suppress_warnings() as silence:
+        silence.filter(RuntimeWarning)
+        return np.nanmean(np.abs(np.diff(values, axis=1)), axis=1)
+
+
+def robust_floor(scale: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """A flat series has no usual change: keep the scale above a tiny fraction of its level."""
+    floor = 1e-3 * np.maximum(np.abs(np.nan_to_num(level, nan=1.0)), 1.0)
+    scale = np.where(np.isfinite(scale), scale, floor)
+    return np.maximum(scale, floor).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class NameScaler:
+    """Each name's usual one-step change, fitted on training data only; unseen names use their window."""
+
+    scales: dict[str, float]
+
+    @classmethod
+    def fit(cls, series: Mapping[str, np.ndarray]) -> NameScaler:
+        scales: dict[str, float] = {}
+        for name, values in series.items():
+            values = np.asarray(values, dtype=np.float64)
+            level = np.nanmedian(values) if np.isfinite(values).any() else 1.0
+            scales[name] = float(robust_floor(one_step_scale(values), np.array([level]))[0])
+        return cls(scales)
+
+    def for_windows(self, names: Sequence[str], windows: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        observed = np.where(masks > 0, windows, np.nan)
+        known = np.array([self.scales.get(name, np.nan) for name in names], dtype=np.float64)
+        missing = np.isnan(known)
+        if missing.any():
+            with np.errstate(all="ignore"), np.testing.suppress_warnings() as silence:
+                silence.filter(RuntimeWarning)
+                level = np.nanmedian(observed[missing], axis=1)
+            known[missing] = robust_floor(one_step_scale(observed[missing]), level)
+        return known.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class SeriesData:
+    """One name's values on the 5-minute grid from ``start`` (NaN = missing)."""
+
+    name: str
+    name_id: int
+    values: np.ndarray
+    start: pd.Timestamp
+
+
+def series_from_frame(values: pd.DataFrame, name_ids: Mapping[str, int]) -> list[SeriesData]:
+    start = pd.Timestamp(values.index[0])
+    return [
+        SeriesData(str(name), int(name_ids.get(str(name), 0)), values[name].to_numpy(np.float32), start)
+        for name in values.columns
+    ]
+
+
+def past_filled(values: np.ndarray) -> np.ndarray:
+    """Carry the last observed value forward; never looks ahead."""
+    return pd.Series(values, dtype="float32").ffill().to_numpy(np.float32)
+
+
+def windows(
+    series: SeriesData,
+    origins: np.ndarray,
+    hp: ModelHyperparameters,
+    scaler: NameScaler,
+    filled: np.ndarray | None = None,
+) -> tuple[WindowBatch, np.ndarray]:
+    """The ``hp.window`` slots before each origin (left-padded at the series start) and the targets after it."""
+    origins = np.asarray(origins, dtype=np.int64)
+    raw = np.asarray(series.values, dtype=np.float32)
+    filled = past_filled(raw) if filled is None else filled
+    index = origins[:, None] + np.arange(-hp.window, 0)[None, :]
+    inside = index >= 0
+    safe = np.clip(index, 0, len(raw) - 1)
+    x = np.where(inside, filled[safe], np.nan)
+    mask = (inside & ~np.isnan(raw[safe])).astype(np.float32)
+    x = fill_leading(x)
+    target_index = origins[:, None] + np.arange(hp.horizon)[None, :]
+    targets = np.where(target_index < len(raw), raw[np.clip(target_index, 0, len(raw) - 1)], np.nan)
+    origin_times = naive_utc(series.start) + origins.astype("timedelta64[m]") * STEP_MINUTES
+    scale = scaler.for_windows([series.name] * len(origins), x, mask)
+    ids = np.full(len(origins), series.name_id, np.int32)
+    return WindowBatch(x.astype(np.float32), mask, ids, scale, origin_times), targets.astype(np.float32)
+
+
+def naive_utc(stamp: pd.Timestamp) -> np.datetime64:
+    stamp = pd.Timestamp(stamp)
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    return np.datetime64(stamp, "ns")
+
+
+def fill_leading(x: np.ndarray) -> np.ndarray:
+    """Slots before a window's first observed value take that value (inside the window: still causal)."""
+    rows = np.isnan(x).any(axis=1)
+    if rows.any():
+        x = x.copy()
+        x[rows] = pd.DataFrame(x[rows]).bfill(axis=1).fillna(0.0).to_numpy(np.float32)
+    return x
+
+
+def concat_batches(parts: Sequence[WindowBatch]) -> WindowBatch:
+    return WindowBatch(*(np.concatenate([getattr(p, f) for p in parts]) for f in WindowBatch.__dataclass_fields__))
+
+
+def take(batch: WindowBatch, selected: np.ndarray) -> WindowBatch:
+    return WindowBatch(*(getattr(batch, f)[selected] for f in WindowBatch.__dataclass_fields__))
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    train: WindowBatch
+    train_targets: np.ndarray
+    validation: WindowBatch
+    validation_targets: np.ndarray
+
+
+def make_training_set(series: Sequence[SeriesData], scaler: NameScaler, hp: ModelHyperparameters) -> TrainingSet:
+    """Windows every ``sample_stride`` slots; the last ``holdout_fraction`` of each series validates.
+
+    Origins are sampled before any window is built, so 1,000 names x 28 days stays within memory:
+    at most ``max_training_windows`` training and a quarter of that validation windows.
+    """
+    candidates = []
+    for item in series:
+        length = len(item.values)
+        cutoff = int(length * (1 - hp.holdout_fraction))
+        origins = np.arange(min(hp.window // 2, cutoff), length - hp.horizon + 1, hp.sample_stride)
+        candidates.append((origins[origins + hp.horizon <= cutoff], origins[origins >= cutoff]))
+    rng = np.random.default_rng(hp.seed)
+    keep_train = min(1.0, hp.max_training_windows / max(sum(len(t) for t, _ in candidates), 1))
+    keep_validation = min(1.0, hp.max_training_windows / 4 / max(sum(len(v) for _, v in candidates), 1))
+    parts: dict[str, list[tuple[WindowBatch, np.ndarray]]] = {"train": [], "validation": []}
+    for item, (train_origins, validation_origins) in zip(series, candidates, strict=True):
+        for part, origins, keep in (
+            ("train", train_origins, keep_train),
+            ("validation", validation_origins, keep_validation),
+        ):
+            if keep < 1.0:
+                origins = origins[rng.random(len(origins)) < keep]
+            batch, targets = windows(item, origins, hp, scaler)
+            usable = ~np.isnan(targets).any(axis=1) & (batch.mask.mean(axis=1) >= 0.5)
+            parts[part].append((take(batch, usable), targets[usable]))
+    train = concat_batches([b for b, _ in parts["train"]])
+    train_targets = np.concatenate([t for _, t in parts["train"]])
+    validation = concat_batches([b for b, _ in parts["validation"]])
+    validation_targets = np.concatenate([t for _, t in parts["validation"]])
+    if len(train_targets) == 0 or len(validation_targets) == 0:
+        raise ValueError(
+            f"Not enough usable windows to train and validate ({len(train_targets)} / {len(validation_targets)}): "
+            f"each series needs well over {hp.horizon} slots with at least half of every window observed; "
+            "load more history."
+        )
+    return TrainingSet(train, train_targets, validation, validation_targets)
+
+
+@dataclass
+class ForecastModel:
+    """The network with its scaler and calibration: what MLflow stores and the forecasts load."""
+
+    network: Any
+    hp: ModelHyperparameters
+    scaler: NameScaler
+    interval_adjustment: np.ndarray
+    history: dict[str, list[float]] = field(default_factory=dict)
+    validation_coverage: float = float("nan")
+
+    def predict_quantiles(self, batch: WindowBatch) -> np.ndarray:
+        """(n, horizon, 3) p10/p50/p90 in the original units."""
+        scaled = network_module.predict_scaled(self.network, batch, self.hp)
+        return network_module.to_original_units(
+            network_module.apply_adjustment(scaled, self.interval_adjustment), batch
+        )
+
+    def batch_for(
+        self, names: Sequence[str], name_ids: np.ndarray, values: np.ndarray, mask: np.ndarray, origin: pd.Timestamp
+    ) -> WindowBatch:
+        """A batch from the tick's sequence tensors (the last ``hp.window`` of their slots)."""
+        values, mask = values[:, -self.hp.window :], mask[:, -self.hp.window :]
+        origin64 = naive_utc(origin)
+        return WindowBatch(
+            values.astype(np.float32),
+            mask.astype(np.float32),
+            np.asarray(name_ids, np.int32),
+            self.scaler.for_windows(names, values, mask),
+            np.full(len(names), origin64),
+        )
+
+
+def train_forecast_model(series: Sequence[SeriesData], hp: ModelHyperparameters, vocabulary_size: int) -> ForecastModel:
+    """Scales from the training part only, fit, then calibrate the 80 % interval on the validation windows."""
+    scaler = NameScaler.fit(
+        {item.name: item.values[: int(len(item.values) * (1 - hp.holdout_fraction))] for item in series}
+    )
+    training = make_training_set(series, scaler, hp)
+    network, history = network_module.fit(
+        training.train, training.train_targets, training.validation, training.validation_targets, hp, vocabulary_size
+    )
+    scaled = network_module.predict_scaled(network, training.validation, hp)
+    scaled_targets = network_module.targets_in_scale(training.validation, training.validation_targets, hp)
+    adjustment = network_module.conformal_adjustment(scaled, scaled_targets)
+    adjusted = network_module.apply_adjustment(scaled, adjustment)
+    y = scaled_targets[..., 0]
+    coverage = float(((adjusted[..., 0] <= y) & (y <= adjusted[..., 2])).mean())
+    return ForecastModel(network, hp, scaler, adjustment, history, coverage)
+
+
+class LstmForecaster:
+    """The backtest's view of a forecast model (``backtest.Forecaster``): trains on ``fit`` unless given one."""
+
+    def __init__(
+        self,
+        hp: ModelHyperparameters,
+        start_times: Mapping[str, pd.Timestamp] | None = None,
+        fitted: ForecastModel | None = None,
+        name_ids: Mapping[str, int] | None = None,
+        name: str = "lstm",
+    ) -> None:
+        self.name = name
+        self.hp = hp
+        self.start_times = dict(start_times or {})
+        self.fitted = fitted
+        self.name_ids = dict(name_ids or {})
+
+    def _start(self, series: str) -> pd.Timestamp:
+        return self.start_times.get(series, pd.Timestamp("2026-01-05", tz="UTC"))
+
+    def fit(self, train: Mapping[str, np.ndarray]) -> None:
+        if self.fitted is not None:
+            return
+        if not self.name_ids:
+            self.name_ids = {name: i + 1 for i, name in enumerate(sorted(train))}
+        data = [
+            SeriesData(name, self.name_ids.get(name, 0), np.asarray(values, np.float32), self._start(name))
+            for name, values in train.items()
+        ]
+        self.fitted = train_forecast_model(data, self.hp, max(self.name_ids.values(), default=0) + 1)
+
+    def forecast(self, series: str, values: np.ndarray, origins: np.ndarray, horizon: int) -> np.ndarray:
+        if self.fitted is None:
+            raise RuntimeError("LstmForecaster.forecast called before fit.")
+        if horizon > self.fitted.hp.horizon:
+            raise ValueError(f"the model forecasts {self.fitted.hp.horizon} steps; {horizon} were asked for.")
+        item = SeriesData(series, self.name_ids.get(series, 0), np.asarray(values, np.float32), self._start(series))
+        origins = np.asarray(origins, dtype=np.int64)
+        # Only values before the last origin are ever read: the windows stop at each origin.
+        item = SeriesData(item.name, item.name_id, item.values[: int(origins.max(initial=0))], item.start)
+        batch, _ = windows(item, origins, self.fitted.hp, self.fitted.scaler)
+        return self.fitted.predict_quantiles(batch)[:, :horizon, :]
