@@ -2,10 +2,14 @@
 # Both install what is missing first (.venv, the packages, the local Elasticsearch).
 PY := .venv/bin/python
 
-.PHONY: install demo test lint dev es-start es-stop es-status bench clean
+.PHONY: install install-bench demo test lint dev es-start es-stop es-status bench clean
 
 install:
 	@bash scripts/bootstrap.sh
+
+# Adds the benchmarks' baselines (statsforecast, lightgbm: the `bench` extra of uv.lock).
+install-bench:
+	@bash scripts/bootstrap.sh bench
 
 demo: install
 	$(PY) -m tauxcharge_assets demo

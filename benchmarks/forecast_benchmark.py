@@ -26,7 +26,6 @@ import pandas as pd
 
 from tauxcharge_assets.data import nab
 from tauxcharge_assets.model.backtest import (
-    QUANTILES,
     BacktestSpec,
     Forecaster,
     NaiveForecaster,
@@ -34,14 +33,14 @@ from tauxcharge_assets.model.backtest import (
     causal_ffill,
     check_causal,
     forecast_origins,
+    grid_columns,
     mase_scale,
     regularise,
     run_backtest,
-    series_from_frame,
     split_index,
     value_at,
 )
-from tauxcharge_assets.settings import STEP_MINUTES
+from tauxcharge_assets.settings import QUANTILES, STEP_MINUTES
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,7 @@ def load_simulator(
     from tauxcharge_assets.data.simulator import SimulationSpec, simulate
 
     sim = simulate(SimulationSpec(n_names=n_names, days=days, end=pd.Timestamp("2024-06-03", tz="UTC"), seed=seed))
-    return series_from_frame(sim.values), dict.fromkeys(map(str, sim.values.columns), sim.values.index[0])
+    return grid_columns(sim.values), dict.fromkeys(map(str, sim.values.columns), sim.values.index[0])
 
 
 # --- peers ------------------------------------------------------------------------------------------

@@ -110,9 +110,7 @@ def anomaly_lookback() -> int:
     from tauxcharge_assets.defs.serving.assets import AnomalyConfig
 
     config = AnomalyConfig()
-    if hasattr(config, "forecast_lookback_slots"):
-        return max(config.forecast_lookback_slots, config.evaluated_slots)
-    return config.long_window + config.short_window + config.evaluated_slots  # the first anomaly design
+    return max(config.forecast_lookback_slots, config.evaluated_slots)
 
 
 def ensure_model(settings: Settings, prefix: str) -> str:

@@ -109,10 +109,10 @@ class StubForecastModel:
 
 def use_stub_model() -> None:
     """Make the forecasts asset use ``StubForecastModel`` in this process."""
-    from tauxcharge_assets.defs.serving import assets as serving
+    from tauxcharge_assets.defs.resources import MlflowResource
 
-    serving.champion_version = lambda *_: "stub"
-    serving.load_forecast_model = lambda *_: StubForecastModel()
+    MlflowResource.champion_version = lambda *_: "stub"
+    MlflowResource.load_model = lambda *_: StubForecastModel()
 
 
 def instrument(timers: Timers) -> None:
@@ -120,11 +120,13 @@ def instrument(timers: Timers) -> None:
 
     timers.wrap(serving, "bulk_write", "write")
     timers.wrap(serving, "fetch_forecasts", "read_forecasts")
-    timers.wrap(serving, "load_forecast_model", "load_model")
+    from tauxcharge_assets.defs.resources import MlflowResource
+
+    timers.wrap(MlflowResource, "load_model", "load_model")
     timers.wrap(serving, "forecast_plot", "plot")
     timers.wrap(serving, "forecast_frame", "frame")
     timers.wrap(serving, "score_recent_slots", "score")
-    timers.wrap(serving.forecast_window, "advance", "keep_forecasts")
+    timers.wrap(serving.kept_forecasts, "carry_forward", "keep_forecasts")
     from tauxcharge_assets.window.store import WindowStore
 
     timers.wrap(WindowStore, "save", "save_state")

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = backtest.BacktestSpec(train_fraction=1 - hp.holdout_fraction, origin_step=args.origin_step)
     starts = {str(name): values.index[0] for name in sample.columns}
     result = backtest.run_backtest(
-        backtest.series_from_frame(sample),
+        backtest.grid_columns(sample),
         [LstmForecaster(hp, starts, model, ids), *backtest.baseline_forecasters(spec)],
         spec,
     )

@@ -7,23 +7,38 @@ import io
 from collections.abc import Sequence
 
 import pandas as pd
-from dagster import MetadataValue
+from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
 
 
-def markdown_table(frame: pd.DataFrame, max_rows: int = 30, float_format: str = "{:.2f}") -> MetadataValue:
-    if frame.empty:
-        return MetadataValue.md("_none_")
-    shown = frame.head(max_rows).copy()
-    for column in shown.columns:
-        if pd.api.types.is_float_dtype(shown[column]):
-            shown[column] = shown[column].map(float_format.format)
+def metadata_table(frame: pd.DataFrame, max_rows: int = 200, digits: int = 4) -> MetadataValue:
+    """A frame as a Dagster table (the UI sorts and filters it); floats rounded, at most ``max_rows``."""
+    shown = frame.head(max_rows)
+    columns = []
+    for name in shown.columns:
+        dtype = shown[name].dtype
+        if pd.api.types.is_bool_dtype(dtype):
+            kind = "bool"
+        elif pd.api.types.is_integer_dtype(dtype):
+            kind = "int"
+        elif pd.api.types.is_float_dtype(dtype):
+            kind = "float"
         else:
-            shown[column] = shown[column].astype(str)
-    header = "| " + " | ".join(map(str, shown.columns)) + " |"
-    rule = "|" + "|".join("---" for _ in shown.columns) + "|"
-    rows = ["| " + " | ".join(row) + " |" for row in shown.to_numpy().tolist()]
-    more = [f"\n_{len(frame) - max_rows} more rows_"] if len(frame) > max_rows else []
-    return MetadataValue.md("\n".join([header, rule, *rows, *more]))
+            kind = "string"
+        columns.append(TableColumn(str(name), kind))
+    records = []
+    for row in shown.itertuples(index=False):
+        values = {}
+        for column, value in zip(columns, row, strict=True):
+            if column.type == "float":
+                values[column.name] = None if pd.isna(value) else round(float(value), digits)
+            elif column.type == "int":
+                values[column.name] = int(value)
+            elif column.type == "bool":
+                values[column.name] = bool(value)
+            else:
+                values[column.name] = None if value is None or value is pd.NaT else str(value)
+        records.append(TableRecord(values))
+    return MetadataValue.table(records, schema=TableSchema(columns=columns))
 
 
 def figure_markdown(figure) -> MetadataValue:  # figure: matplotlib Figure

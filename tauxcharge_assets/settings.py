@@ -13,6 +13,7 @@ import pandas as pd
 
 STEP_MINUTES = 5
 WINDOW_STEPS = 288  # 24 h of 5-minute points: the sequence each forecast is made from
+QUANTILES = (0.1, 0.5, 0.9)  # the forecast distribution: p10, p50, p90 (an 80 % interval around the median)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

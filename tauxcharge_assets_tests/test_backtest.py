@@ -14,10 +14,10 @@ from tauxcharge_assets.model.backtest import (
     SeasonalNaiveForecaster,
     baseline_forecasters,
     check_causal,
+    grid_columns,
     mase_scale,
     regularise,
     run_backtest,
-    series_from_frame,
 )
 
 SPEC = BacktestSpec(train_fraction=0.7, horizon=12, report_horizons=(1, 12))
@@ -208,7 +208,7 @@ def test_regularise_floors_averages_and_leaves_gaps() -> None:
     assert list(grid.index.strftime("%H:%M")) == ["00:00", "00:05", "00:10", "00:15", "00:20"]
     np.testing.assert_array_equal(grid.to_numpy(), [2.0, 5.0, np.nan, np.nan, 7.0])
     frame = pd.DataFrame({"x": [1.0, np.nan], "y": [2.0, 3.0]}, index=grid.index[:2])
-    converted = series_from_frame(frame)
+    converted = grid_columns(frame)
     assert list(converted) == ["x", "y"] and np.isnan(converted["x"][1])
     with pytest.raises(ValueError, match="sorted grid"):
-        series_from_frame(frame.iloc[::-1])
+        grid_columns(frame.iloc[::-1])

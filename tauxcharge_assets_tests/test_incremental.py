@@ -168,7 +168,7 @@ def test_incremental_ticks_equal_cold_reads(seed: int, tmp_path) -> None:
         assert_same_cleaning(window, cold)
         assert_same_cleaning(window, cold, CleaningRules(value_min=10, value_max=120, max_gap_fill=5))
     assert modes[0] == "cold" and set(modes[1:]) == {"incremental"}
-    assert len(list((tmp_path / "windows").glob("*.pkl"))) <= store.keep_newest + store.keep_written
+    assert len(list((tmp_path / "windows").glob("*.pkl"))) <= store.keep_latest + store.keep_written
 
 
 def test_a_gap_in_the_ticks_and_a_missing_state_still_equal_cold(tmp_path) -> None:
@@ -231,20 +231,18 @@ def test_incremental_equals_cold_against_elasticsearch(es_resource: Elasticsearc
 
 def test_the_store_keeps_the_live_chain_and_the_last_writes(tmp_path) -> None:
     reader = MemoryReader(messy_documents(7, n_names=3, start=T0, slots=60), now=T0 + 100 * STEP)
-    store = WindowStore(tmp_path / uuid.uuid4().hex, keep_newest=2, keep_written=1)
+    store = WindowStore(tmp_path / uuid.uuid4().hex, keep_latest=2, keep_written=1)
     for tick in (50, 51, 52, 40, 41):  # live ticks, then a backfill of older partitions
         update_window(reader, T0 + tick * STEP, store, steps=12)
     kept = sorted(path.stem for path in store.root.glob("*.pkl"))
     assert kept == ["20260302T0325", "20260302T0415", "20260302T0420"]
 
 
-def test_io_manager_retention_keeps_the_latest_and_the_last_written_partitions(tmp_path) -> None:
+def test_the_retention_rule_keeps_the_latest_and_the_last_written_files(tmp_path) -> None:
     import os
 
-    from tauxcharge_assets.defs.io_manager import prune_partition_files
+    from tauxcharge_assets.window.retention import outside_retention
 
-    folder = tmp_path / "cleaned_series"
-    folder.mkdir()
     written_at = {  # live ticks, then a backfill of older partitions written most recently
         "2026-03-02-10:00": 100,
         "2026-03-02-10:05": 200,
@@ -253,8 +251,33 @@ def test_io_manager_retention_keeps_the_latest_and_the_last_written_partitions(t
         "2026-03-01-08:05": 500,
     }
     for key, mtime in written_at.items():
-        (folder / key).write_bytes(b"x")
-        os.utime(folder / key, (mtime, mtime))
-    deleted = prune_partition_files(folder, keep_latest=2, keep_written=1)
-    assert sorted(p.name for p in folder.iterdir()) == ["2026-03-01-08:05", "2026-03-02-10:05", "2026-03-02-10:10"]
-    assert sorted(p.name for p in deleted) == ["2026-03-01-08:00", "2026-03-02-10:00"]
+        (tmp_path / key).write_bytes(b"x")
+        os.utime(tmp_path / key, (mtime, mtime))
+    outside = outside_retention(tmp_path.iterdir(), keep_latest=2, keep_written=1)
+    assert [p.name for p in outside] == ["2026-03-01-08:00", "2026-03-02-10:00"]
+
+
+def test_the_io_manager_applies_the_retention_rule_to_partitioned_outputs(tmp_path) -> None:
+    """Through Dagster: five partitions materialized (three live, then two of a backfill) leave the
+    two latest keys and the last written one; the unpartitioned output is never pruned."""
+    from dagster import StaticPartitionsDefinition, asset, materialize
+
+    from tauxcharge_assets.defs.io_manager import RetainedFilesystemIOManager
+
+    keys = ["2026-03-02-10:00", "2026-03-02-10:05", "2026-03-02-10:10", "2026-03-01-08:00", "2026-03-01-08:05"]
+
+    @asset(partitions_def=StaticPartitionsDefinition(keys))
+    def tick_output(context) -> str:
+        return context.partition_key
+
+    @asset
+    def model_output() -> int:
+        return 1
+
+    manager = RetainedFilesystemIOManager(base_dir=str(tmp_path), keep_latest=2, keep_written=1)
+    for key in keys:
+        assert materialize([tick_output], partition_key=key, resources={"io_manager": manager}).success
+    assert materialize([model_output], resources={"io_manager": manager}).success
+    kept = sorted(p.name for p in (tmp_path / "tick_output").iterdir())
+    assert kept == ["2026-03-01-08:05", "2026-03-02-10:05", "2026-03-02-10:10"]
+    assert (tmp_path / "model_output").is_file()

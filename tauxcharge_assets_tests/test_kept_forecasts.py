@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from tauxcharge_assets.window.kept_forecasts import COLUMNS, advance, store_for
+from tauxcharge_assets.window.kept_forecasts import COLUMNS, carry_forward, store_for
 
 STEP = pd.Timedelta(minutes=5)
 T0 = pd.Timestamp("2026-03-02 10:00", tz="UTC")
@@ -25,11 +25,11 @@ def issued(at: pd.Timestamp, value: float) -> pd.DataFrame:
 
 def test_kept_forecasts_slide_with_the_ticks_and_keep_only_one_step_ones() -> None:
     empty = pd.DataFrame(columns=COLUMNS)
-    first = advance(empty, issued(T0, 10.0), T0 - 2 * STEP, T0 + STEP)
-    second = advance(first.frame, issued(T0 + STEP, 20.0), T0 - STEP, T0 + 2 * STEP)
+    first = carry_forward(empty, issued(T0, 10.0), T0 - 2 * STEP, T0 + STEP)
+    second = carry_forward(first.frame, issued(T0 + STEP, 20.0), T0 - STEP, T0 + 2 * STEP)
     assert sorted(set(second.frame["target_timestamp"])) == [T0, T0 + STEP]
     assert len(second.frame) == 4 and list(second.frame.columns) == COLUMNS
-    third = advance(second.frame, issued(T0 + 2 * STEP, 30.0), T0 + STEP, T0 + 3 * STEP)
+    third = carry_forward(second.frame, issued(T0 + 2 * STEP, 30.0), T0 + STEP, T0 + 3 * STEP)
     assert sorted(set(third.frame["target_timestamp"])) == [T0 + STEP, T0 + 2 * STEP]  # T0 slid out
     assert third.between(T0 + 2 * STEP, T0 + 3 * STEP)["value"].tolist() == [30.0, 30.0]
     assert third.covers(T0 + STEP) and not third.covers(T0)
@@ -37,14 +37,14 @@ def test_kept_forecasts_slide_with_the_ticks_and_keep_only_one_step_ones() -> No
 
 def test_a_rerun_replaces_its_own_forecasts_as_its_documents_do() -> None:
     empty = pd.DataFrame(columns=COLUMNS)
-    kept = advance(empty, issued(T0, 10.0), T0 - STEP, T0 + STEP)
-    again = advance(kept.frame, issued(T0, 11.0), T0 - STEP, T0 + STEP)
+    kept = carry_forward(empty, issued(T0, 10.0), T0 - STEP, T0 + STEP)
+    again = carry_forward(kept.frame, issued(T0, 11.0), T0 - STEP, T0 + STEP)
     assert again.frame["value"].tolist() == [11.0, 11.0]
 
 
 def test_the_store_finds_a_window_by_its_end_only(tmp_path) -> None:
     store = store_for("test-forecasts", base=tmp_path)
-    kept = advance(pd.DataFrame(columns=COLUMNS), issued(T0, 10.0), T0 - STEP, T0 + STEP)
+    kept = carry_forward(pd.DataFrame(columns=COLUMNS), issued(T0, 10.0), T0 - STEP, T0 + STEP)
     store.save(kept)
     loaded = store.load(T0 + STEP)
     assert loaded is not None and loaded.start == T0 - STEP

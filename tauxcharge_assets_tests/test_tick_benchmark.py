@@ -42,14 +42,14 @@ def test_the_small_benchmark_runs_and_incremental_equals_cold(
     harness: tuple[ModuleType, ModuleType], es_url: str, tmp_path: Path
 ) -> None:
     tick_benchmark, tick_report = harness
-    from tauxcharge_assets.defs.serving import assets as serving
+    from tauxcharge_assets.defs.resources import MlflowResource
 
-    saved = serving.champion_version, serving.load_forecast_model
+    saved = MlflowResource.champion_version, MlflowResource.load_model
     settings = tick_benchmark.small_settings(tick_benchmark.Settings(scales=[], url=es_url))
     try:
         results = tick_benchmark.run_benchmark(settings, log=lambda _line: None)
     finally:
-        serving.champion_version, serving.load_forecast_model = saved
+        MlflowResource.champion_version, MlflowResource.load_model = saved
         client = ElasticsearchResource(url=es_url).get_client()
         client.indices.delete(index=f"{tick_benchmark.dataset_prefix(20)}-*", allow_no_indices=True)
     scale = results["scales"]["20"]

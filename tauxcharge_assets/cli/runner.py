@@ -5,6 +5,7 @@ Elasticsearch on demand, a Dagster instance under the data folder, ticks and tra
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import pandas as pd
 from dagster import DagsterInstance, materialize
@@ -39,8 +40,12 @@ def dagster_instance() -> DagsterInstance:
 
 
 def materialize_ticks(
-    partition_keys: list[str], resources: dict[str, object], instance: DagsterInstance | None = None
+    partition_keys: list[str],
+    resources: dict[str, object],
+    instance: DagsterInstance | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> None:
+    """One run per partition, in order; ``progress`` is called with each key once its run succeeded."""
     for key in partition_keys:
         result = materialize(
             [*ALL_ASSETS, *ALL_CHECKS],
@@ -52,6 +57,8 @@ def materialize_ticks(
             raise_on_error=True,
         )
         assert result.success, f"tick {key} failed"
+        if progress is not None:
+            progress(key)
 
 
 def train(

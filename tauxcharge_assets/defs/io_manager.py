@@ -12,44 +12,40 @@ from failure of an old partition); materializing the partition again recreates i
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
-from dagster import ConfigurableIOManagerFactory, OutputContext
-from dagster._core.storage.fs_io_manager import PickledObjectFilesystemIOManager
+from dagster import ConfigurableIOManagerFactory, InputContext, OutputContext, UPathIOManager
 from pydantic import Field
 from upath import UPath
 
-
-def prune_partition_files(folder: Path, keep_latest: int, keep_written: int) -> list[Path]:
-    """Delete the partition files of ``folder`` outside the retention rule; returns the deleted ones."""
-    files = sorted(path for path in folder.iterdir() if path.is_file()) if folder.is_dir() else []
-    keep = set(files[-keep_latest:]) if keep_latest > 0 else set()
-    if keep_written > 0:
-        keep |= set(sorted(files, key=_mtime)[-keep_written:])
-    deleted = [path for path in files if path not in keep]
-    for path in deleted:
-        path.unlink(missing_ok=True)
-    return deleted
+from tauxcharge_assets.window.retention import outside_retention
 
 
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except FileNotFoundError:
-        return 0.0
+class RetainedPickleIOManager(UPathIOManager):
+    """Pickles each output to ``<base>/<asset>/<partition key>`` (Dagster's public ``UPathIOManager``
+    lays the paths out), then applies the retention rule to that asset's partitions."""
 
-
-class _RetainedPickleIOManager(PickledObjectFilesystemIOManager):
-    def __init__(self, base_dir: str, keep_latest: int, keep_written: int) -> None:
-        super().__init__(base_dir=base_dir)
+    def __init__(self, base_path: UPath, keep_latest: int, keep_written: int) -> None:
+        super().__init__(base_path=base_path)
         self.keep_latest = keep_latest
         self.keep_written = keep_written
 
     def dump_to_path(self, context: OutputContext, obj: Any, path: UPath) -> None:
-        super().dump_to_path(context, obj, path)
-        if context.has_asset_partitions and context.has_asset_key:
-            prune_partition_files(Path(str(path)).parent, self.keep_latest, self.keep_written)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as handle:
+            pickle.dump(obj, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        if context.has_asset_partitions:
+            folder = Path(str(path)).parent
+            for old in outside_retention(
+                (f for f in folder.iterdir() if f.is_file()), self.keep_latest, self.keep_written
+            ):
+                old.unlink(missing_ok=True)
+
+    def load_from_path(self, context: InputContext, path: UPath) -> Any:
+        with path.open("rb") as handle:
+            return pickle.load(handle)
 
 
 class RetainedFilesystemIOManager(ConfigurableIOManagerFactory):
@@ -59,5 +55,5 @@ class RetainedFilesystemIOManager(ConfigurableIOManagerFactory):
     keep_latest: int = Field(default=2, description="Partitions with the latest keys kept per asset")
     keep_written: int = Field(default=2, description="Most recently written partitions kept per asset")
 
-    def create_io_manager(self, context: Any) -> _RetainedPickleIOManager:
-        return _RetainedPickleIOManager(self.base_dir, self.keep_latest, self.keep_written)
+    def create_io_manager(self, context: Any) -> RetainedPickleIOManager:
+        return RetainedPickleIOManager(UPath(self.base_dir), self.keep_latest, self.keep_written)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import Any
 
 from dagster import ConfigurableResource, EnvVar
 from elasticsearch import Elasticsearch
@@ -16,6 +17,9 @@ from pydantic import Field
 from tauxcharge_assets.elastic.client import connect
 from tauxcharge_assets.elastic.indices import IndexNames, ensure_indices
 from tauxcharge_assets.elastic.server import DEFAULT_PORT
+from tauxcharge_assets.model import registry
+from tauxcharge_assets.model.forecaster import ForecastModel
+from tauxcharge_assets.model.registry import ModelHandle
 from tauxcharge_assets.settings import default_mlflow_artifact_location, default_mlflow_tracking_uri
 
 DEFAULT_ES_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
@@ -60,6 +64,39 @@ class MlflowResource(ConfigurableResource):
         if self.artifact_location:
             return self.artifact_location
         return default_mlflow_artifact_location() if self.tracking_uri.startswith("sqlite") else None
+
+    # The registry, said once: callers never pass (tracking_uri, registered_model_name) around.
+
+    def champion_version(self) -> str | None:
+        """The version the ``champion`` alias points at, or None before the first promotion."""
+        return registry.champion_version(self.tracking_uri, self.registered_model_name)
+
+    def latest_version(self) -> dict[str, Any] | None:
+        """The newest registered version (version, created_at, tags), or None."""
+        return registry.latest_version(self.tracking_uri, self.registered_model_name)
+
+    def load_model(self, version: str) -> ForecastModel:
+        """A registered version with its scales and calibration (cached per process and version)."""
+        return registry.load_forecast_model(self.tracking_uri, self.registered_model_name, version)
+
+    def promote(self, version: str) -> None:
+        """Point the ``champion`` alias at ``version``."""
+        registry.promote(self.tracking_uri, self.registered_model_name, version)
+
+    def ensure_experiment(self) -> str:
+        return registry.ensure_experiment(self.tracking_uri, self.experiment_name, self.resolved_artifact_location())
+
+    def log_and_register(self, model: ForecastModel, metrics: dict[str, float], **details: Any) -> ModelHandle:
+        """One MLflow run for a trained model and a new registered version (see ``registry.log_and_register``)."""
+        return registry.log_and_register(
+            model,
+            metrics,
+            tracking_uri=self.tracking_uri,
+            experiment_name=self.experiment_name,
+            registered_model_name=self.registered_model_name,
+            artifact_location=self.resolved_artifact_location(),
+            **details,
+        )
 
 
 def _env_or(name: str, default: str | None) -> str | EnvVar | None:

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -65,9 +66,15 @@ def probationary_length(rows: int) -> int:
 
 
 def fit_detector_model(
-    files: Mapping[str, pd.DataFrame], hp: ModelHyperparameters, simulated: pd.DataFrame | None = None
+    files: Mapping[str, pd.DataFrame],
+    hp: ModelHyperparameters,
+    simulated: pd.DataFrame | None = None,
+    callbacks: list[Any] | None = None,
 ) -> ForecastModel:
-    """A model that learned only from the probationary part of each file (plus simulated series if given)."""
+    """A model that learned only from the probationary part of each file (plus simulated series if given).
+
+    ``callbacks`` are extra Keras callbacks for the fit (the command line's epoch progress bar).
+    """
     data = [
         SeriesData(name, 0, frame["value"].to_numpy(np.float32)[: probationary_length(len(frame))], first_stamp(frame))
         for name, frame in files.items()
@@ -77,7 +84,7 @@ def fit_detector_model(
         ids = {str(name): i + 1 for i, name in enumerate(simulated.columns)}
         data += series_from_frame(simulated, ids)
         vocabulary = len(ids) + 1
-    return train_forecast_model(data, hp, vocabulary)
+    return train_forecast_model(data, hp, vocabulary, callbacks)
 
 
 def first_stamp(frame: pd.DataFrame) -> pd.Timestamp:
@@ -153,8 +160,12 @@ def detect_directory(
     model: ForecastModel | None = None,
     simulated: pd.DataFrame | None = None,
     detector_name: str = "tauxcharge",
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Path]:
-    """Score every CSV of ``input_dir`` into ``output_dir/<detector>_<file>.csv``; returns the files written."""
+    """Score every CSV of ``input_dir`` into ``output_dir/<detector>_<file>.csv``; returns the files written.
+
+    ``progress`` is called with each file's name once it is scored (the command line's progress bar).
+    """
     paths = sorted(Path(input_dir).glob("*.csv"))
     if not paths:
         raise FileNotFoundError(f"No CSV files in {input_dir}: pass a folder of timestamp,value CSVs.")
@@ -166,4 +177,6 @@ def detect_directory(
         target = output_dir / f"{detector_name}_{name}.csv"
         score_file(frame, model, config, name).to_csv(target, index=False)
         written[name] = target
+        if progress is not None:
+            progress(name)
     return written

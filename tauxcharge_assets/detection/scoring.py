@@ -21,10 +21,6 @@ reports the geometric mean of the two largest ratios (one noisy source alone rar
 ranks every name. Operators and NAB both want one alarm per episode, early: a slot keeps its score only
 when it beats every raw score of the previous ``alarm_window`` slots, otherwise it reports 0.
 
-``score_residuals`` keeps the older "anomaly likelihood" (Ahmad et al., 2017) on ``|z|`` alone: the
-mean ``|z|`` of the last ``short_window`` slots against the ``long_window`` before, as a tail
-probability scaled by ``score_decades``; ``reasons`` words either for an operator.
-
 Every score at slot t uses values up to t only; all functions work on (slots x names) arrays.
 """
 
@@ -36,25 +32,18 @@ from functools import partial
 
 import bottleneck as bn
 import numpy as np
-import pandas as pd
-from scipy.special import log_ndtr, ndtri
+from scipy.special import ndtri
 
 Z90 = 1.2815515655446004
-ABS_NORMAL_MEAN = float(np.sqrt(2 / np.pi))
-ABS_NORMAL_STD = float(np.sqrt(1 - 2 / np.pi))
 
 
 @dataclass(frozen=True)
 class ScoringConfig:
     """Thresholds and windows (in slots); the ``score_series`` defaults were chosen on the simulator's labels."""
 
-    short_window: int = 3
-    long_window: int = 288
     min_history: int = 12
-    min_spread: float = 0.2
     max_abs_z: float = 50.0
-    score_decades: float = 10.0
-    warning_score: float = 0.5
+    warning_score: float = 0.6
     critical_score: float = 0.8
     level_window: int = 6  # slots averaged before comparing with the baseline: a level shift, not one spike
     baseline_window: int = 288  # the usual level / spread: one day
@@ -67,14 +56,10 @@ class ScoringConfig:
             raise ValueError(
                 f"need 0 < warning_score <= critical_score <= 1, got {self.warning_score} and {self.critical_score}."
             )
-        if self.short_window < 1 or self.long_window < self.min_history or self.min_history < 2:
+        windows = min(self.baseline_window, self.record_window)
+        if self.min_history < 2 or self.level_window < 2 or windows < self.min_history:
             raise ValueError(
-                "need short_window >= 1 and long_window >= min_history >= 2, got "
-                f"{self.short_window}, {self.long_window}, {self.min_history}."
-            )
-        if self.level_window < 2 or min(self.baseline_window, self.record_window) < self.min_history:
-            raise ValueError(
-                "need level_window >= 2 and baseline_window, record_window >= min_history, got "
+                "need min_history >= 2, level_window >= 2 and baseline_window, record_window >= min_history, got "
                 f"{self.level_window}, {self.baseline_window}, {self.record_window}, {self.min_history}."
             )
         if self.alarm_window < 0 or self.max_ratio <= 1:
@@ -91,35 +76,6 @@ def standardised_residuals(actual: np.ndarray, p10: np.ndarray, p50: np.ndarray,
     return residual / np.maximum(half_width, tiny) * Z90
 
 
-@dataclass(frozen=True)
-class Scores:
-    """All arrays have the shape of the input (slots x names); NaN where there was nothing to score."""
-
-    abs_z: np.ndarray
-    recent_error: np.ndarray  # mean |z| over the short window
-    usual_error: np.ndarray  # mean |z| over the long window before it
-    usual_spread: np.ndarray
-    log10_tail: np.ndarray
-    score: np.ndarray
-
-
-def score_residuals(z: np.ndarray, config: ScoringConfig = ScoringConfig()) -> Scores:
-    """Scores for every slot of a (slots x names) array of standardised residuals, causally."""
-    abs_z = pd.DataFrame(np.minimum(np.abs(np.asarray(z, dtype=np.float64)), config.max_abs_z))
-    recent = abs_z.rolling(config.short_window, min_periods=1).mean()
-    history = abs_z.shift(config.short_window).rolling(config.long_window, min_periods=1)
-    usual, spread, count = history.mean(), history.std(), history.count()
-    warm = count >= config.min_history
-    usual = usual.where(warm, ABS_NORMAL_MEAN)
-    spread = spread.where(warm, ABS_NORMAL_STD).clip(lower=config.min_spread)
-    # The short-window mean of k values spreads sqrt(k) times less than one value.
-    excess = (recent - usual) / (spread / np.sqrt(config.short_window))
-    log10_tail = log_ndtr(-excess.to_numpy()) / np.log(10.0)
-    log10_tail = np.where(abs_z.isna().to_numpy(), np.nan, log10_tail)
-    score = np.clip(-log10_tail / config.score_decades, 0.0, 1.0)
-    return Scores(abs_z.to_numpy(), recent.to_numpy(), usual.to_numpy(), spread.to_numpy(), log10_tail, score)
-
-
 EVIDENCE = ("forecast", "residual_level", "value_level", "variance")
 
 
@@ -134,7 +90,7 @@ class SeriesScores:
     score: np.ndarray  # raw_score where it beats the previous ``alarm_window`` raw scores, else 0; NaN if missing
 
     def strongest(self) -> np.ndarray:
-        """Name of the evidence with the largest ratio per slot, for ``reasons``."""
+        """Name of the evidence with the largest ratio per slot, for the report's reason."""
         stacked = np.stack([np.nan_to_num(self.ratio[k]) for k in EVIDENCE])
         return np.asarray(EVIDENCE)[np.argmax(stacked, axis=0)]
 
@@ -295,25 +251,3 @@ def severity(score: np.ndarray, config: ScoringConfig = ScoringConfig()) -> np.n
     return np.select(
         [score >= config.critical_score, score >= config.warning_score], ["critical", "warning"], default="normal"
     )
-
-
-def reasons(
-    actual: np.ndarray,
-    forecast: np.ndarray,
-    lower: np.ndarray,
-    upper: np.ndarray,
-    recent: np.ndarray,
-    usual: np.ndarray,
-    log10_tail: np.ndarray,
-    short_window: int,
-) -> list[str]:
-    """Why each value was flagged, in words an operator can check against the plot."""
-    out = []
-    for a, f, lo, hi, r, u, t in zip(actual, forecast, lower, upper, recent, usual, log10_tail, strict=True):
-        side = "above" if a > f else "below"
-        out.append(
-            f"actual {a:.4g} is {abs(a - f):.4g} {side} the forecast {f:.4g} (80 % interval {lo:.4g}..{hi:.4g}); "
-            f"over the last {short_window} slots the error averaged {r:.1f} vs a usual {u:.1f} "
-            f"(in interval half-widths x {Z90:.2f}): a 1-in-{10 ** min(-t, 300):.3g} event"
-        )
-    return out

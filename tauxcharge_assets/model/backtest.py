@@ -17,7 +17,8 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-QUANTILES = (0.1, 0.5, 0.9)
+from tauxcharge_assets.settings import QUANTILES
+
 POOLED_HORIZON = "mean"  # the horizon label of the scores pooled over every step 1..horizon
 
 
@@ -69,7 +70,7 @@ def regularise(timestamps: pd.Series, values: pd.Series, step: str = "5min") -> 
     return grouped.reindex(grid)
 
 
-def series_from_frame(values: pd.DataFrame) -> dict[str, np.ndarray]:
+def grid_columns(values: pd.DataFrame) -> dict[str, np.ndarray]:
     """Columns of a wide grid x names frame (e.g. ``Simulation.values``) as float arrays."""
     if not values.index.is_monotonic_increasing or not values.index.is_unique:
         raise ValueError("the frame's index must be a sorted grid without duplicates")
@@ -302,14 +303,14 @@ class BacktestResult:
             for column in TIMING_COLUMNS[1:]:
                 cells.append(_fmt(timings[column].get(name, np.nan), 1) if column in timings else "")
             rows.append(cells)
-        return markdown_table(header, rows)
+        return github_table(header, rows)
 
 
 def _fmt(value: float, digits: int = 3) -> str:
     return "" if np.isnan(value) else f"{float(value):.{digits}f}"
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def github_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A GitHub table without needing ``tabulate``."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]

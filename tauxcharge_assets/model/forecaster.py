@@ -212,14 +212,28 @@ class ForecastModel:
         )
 
 
-def train_forecast_model(series: Sequence[SeriesData], hp: ModelHyperparameters, vocabulary_size: int) -> ForecastModel:
-    """Scales from the training part only, fit, then calibrate the 80 % interval on the validation windows."""
+def train_forecast_model(
+    series: Sequence[SeriesData],
+    hp: ModelHyperparameters,
+    vocabulary_size: int,
+    callbacks: list[Any] | None = None,
+) -> ForecastModel:
+    """Scales from the training part only, fit, then calibrate the 80 % interval on the validation windows.
+
+    ``callbacks`` are extra Keras callbacks for the fit (the command line's epoch progress bar).
+    """
     scaler = NameScaler.fit(
         {item.name: item.values[: int(len(item.values) * (1 - hp.holdout_fraction))] for item in series}
     )
     training = make_training_set(series, scaler, hp)
     network, history = network_module.fit(
-        training.train, training.train_targets, training.validation, training.validation_targets, hp, vocabulary_size
+        training.train,
+        training.train_targets,
+        training.validation,
+        training.validation_targets,
+        hp,
+        vocabulary_size,
+        callbacks,
     )
     scaled = network_module.predict_scaled(network, training.validation, hp)
     scaled_targets = network_module.targets_in_scale(training.validation, training.validation_targets, hp)

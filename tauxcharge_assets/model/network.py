@@ -24,11 +24,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from tauxcharge_assets.settings import STEP_MINUTES, WINDOW_STEPS
+from tauxcharge_assets.settings import QUANTILES, STEP_MINUTES, WINDOW_STEPS
 
-QUANTILES = (0.1, 0.5, 0.9)
 CALENDAR_FEATURES = 4
-INPUT_NAMES = ("sequence", "recent", "seasonal", "calendar", "name_id")
 
 
 @dataclass(frozen=True)
@@ -190,8 +188,12 @@ def fit(
     validation_targets: np.ndarray,
     hp: ModelHyperparameters,
     vocabulary_size: int,
+    callbacks: list[Any] | None = None,
 ):
-    """Train with early stopping on the later validation windows; returns (network, loss history)."""
+    """Train with early stopping on the later validation windows; returns (network, loss history).
+
+    ``callbacks`` are extra Keras callbacks (the command line's epoch progress bar).
+    """
     import keras
 
     network = build_model(hp, vocabulary_size)
@@ -205,7 +207,7 @@ def fit(
         epochs=hp.epochs,
         batch_size=hp.batch_size,
         shuffle=True,
-        callbacks=[stop],
+        callbacks=[stop, *(callbacks or [])],
         verbose=0,
     )
     return network, {key: [float(v) for v in values] for key, values in history.history.items()}

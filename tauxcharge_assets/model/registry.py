@@ -18,7 +18,8 @@ import pandas as pd
 
 from tauxcharge_assets.model import numpy_network
 from tauxcharge_assets.model.forecaster import ForecastModel, NameScaler
-from tauxcharge_assets.model.network import CALENDAR_FEATURES, QUANTILES, ModelHyperparameters, custom_objects
+from tauxcharge_assets.model.network import CALENDAR_FEATURES, ModelHyperparameters, custom_objects
+from tauxcharge_assets.settings import QUANTILES
 
 SIDECAR = "forecaster"  # run artifacts the network needs around it: scales, calibration, hyperparameters
 NETWORK_WEIGHTS = "network_weights.npz"  # the network's weights for ``numpy_network`` (no TensorFlow)

@@ -43,7 +43,9 @@ def store_for(forecast_index: str, base: Path | None = None) -> WindowStore:
     return WindowStore.for_index(forecast_index, base=base, kind=OneStepForecasts, folder="forecast_window")
 
 
-def advance(earlier: pd.DataFrame, issued: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> OneStepForecasts:
+def carry_forward(
+    earlier: pd.DataFrame, issued: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp
+) -> OneStepForecasts:
     """The window for targets in ``[start, end)``: what was kept plus this tick's new one-step forecasts.
 
     ``issued``: the forecasts frame of this tick as written to Elasticsearch (finite rows only);

@@ -6,7 +6,7 @@ for the newest window that ends before its own end, at most ``max_gap`` earlier;
 a cold read, which is always correct, only slower. Nothing here is needed for correctness: deleting
 the folder costs one cold read.
 
-Retention keeps the ``keep_newest`` windows with the latest ends (the live chain) and the
+Retention keeps the ``keep_latest`` windows with the latest ends (the live chain) and the
 ``keep_written`` most recently written ones (a backfill's chain), and deletes the rest.
 """
 
@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from tauxcharge_assets.settings import STEP_MINUTES, data_dir, to_utc
+from tauxcharge_assets.window.retention import modified_time, outside_retention
 from tauxcharge_assets.window.rolling import RollingWindow
 
 FORMAT_VERSION = 2  # 2: OneStepForecasts gained ``start``; files of another format are ignored (a cold read)
@@ -35,7 +36,7 @@ class WindowStore:
     """Windows of one ``kind`` (any class with an ``end`` timestamp), one file per end."""
 
     root: Path
-    keep_newest: int = 2
+    keep_latest: int = 2
     keep_written: int = 2
     kind: type = RollingWindow
 
@@ -86,25 +87,11 @@ class WindowStore:
 
     def prune(self) -> list[Path]:
         """Apply the retention rule; returns the deleted files."""
-        files = sorted(self.root.glob("*.pkl"))
-        by_end = set(files[-self.keep_newest :]) if self.keep_newest else set()
-        by_write = set(sorted(files, key=_mtime)[-self.keep_written :]) if self.keep_written else set()
-        deleted = [path for path in files if path not in by_end | by_write]
+        deleted = outside_retention(self.root.glob("*.pkl"), self.keep_latest, self.keep_written)
         for path in deleted:
             path.unlink(missing_ok=True)
             _last_saved.pop(path, None)
         for stale in self.root.glob("*.tmp"):  # a writer that died mid-file
-            if time.time() - _mtime(stale) > 3600:
+            if time.time() - modified_time(stale) > 3600:
                 stale.unlink(missing_ok=True)
         return deleted
-
-    def total_bytes(self) -> int:
-        return sum(path.stat().st_size for path in self.root.glob("*.pkl")) if self.root.exists() else 0
-
-
-def _mtime(path: Path) -> float:
-    """Modification time; a file another process just deleted counts as oldest."""
-    try:
-        return path.stat().st_mtime
-    except FileNotFoundError:
-        return 0.0

@@ -17,35 +17,40 @@ from tauxcharge_assets.model.network import ModelHyperparameters
 from tauxcharge_assets.model.promotion import CHALLENGER, CHAMPION, promotion_decision
 from tauxcharge_assets.model.registry import (
     ModelHandle,
-    champion_version,
-    load_forecast_model,
-    log_and_register,
-    promote,
 )
-from tauxcharge_assets.reporting import backtest_plot, figure_markdown, loss_plot, markdown_table
+from tauxcharge_assets.reporting import backtest_plot, figure_markdown, loss_plot, metadata_table
 from tauxcharge_assets.settings import STEP_MINUTES, to_utc
+
+_HP = ModelHyperparameters()  # every model default lives in the dataclass; the config only describes it
 
 
 class TrainingConfig(Config):
+    """What a retrain learns from and how; defaults are ``ModelHyperparameters``'s."""
+
     training_days: float = Field(default=14.0, description="History the model learns from")
     train_until: str | None = Field(
         default=None,
         description="ISO timestamp the training data ends at; default: now, on the 5-minute grid",
     )
-    window: int = Field(default=288, description="Slots of history the network reads (a multiple of patch)")
-    patch: int = 12
-    epochs: int = Field(default=15, description="At most; early stopping on the validation windows")
-    early_stopping_patience: int = 3
-    lstm_units: int = 48
-    dense_units: int = 64
-    embedding_dim: int = 8
-    learning_rate: float = 3e-3
-    batch_size: int = 256
-    sample_stride: int = Field(default=3, description="Take one training window every N slots")
-    max_training_windows: int = Field(default=300_000, description="Subsample above this (bounds training time)")
-    holdout_fraction: float = Field(default=0.2, description="Latest share of the history: validation + backtest")
-    horizon: int = Field(default=12, description="Steps ahead forecast (12 = 1 h)")
-    seed: int = 42
+    window: int = Field(default=_HP.window, description="Slots of history the network reads (a multiple of patch)")
+    patch: int = Field(default=_HP.patch, description="Slots summarised per LSTM step (12 = one hour)")
+    epochs: int = Field(default=_HP.epochs, description="At most; early stopping on the validation windows")
+    early_stopping_patience: int = Field(default=_HP.early_stopping_patience, description="Epochs without progress")
+    lstm_units: int = Field(default=_HP.lstm_units, description="LSTM width")
+    dense_units: int = Field(default=_HP.dense_units, description="Width of the dense layer before the quantiles")
+    embedding_dim: int = Field(default=_HP.embedding_dim, description="Size of each name's learned embedding")
+    learning_rate: float = Field(default=_HP.learning_rate, description="Adam learning rate")
+    batch_size: int = Field(default=_HP.batch_size, description="Training windows per gradient step")
+    sample_stride: int = Field(default=_HP.sample_stride, description="Take one training window every N slots")
+    max_training_windows: int = Field(
+        default=_HP.max_training_windows, description="Subsample above this (bounds training time)"
+    )
+    holdout_fraction: float = Field(
+        default=_HP.holdout_fraction, description="Latest share of the history: validation + backtest"
+    )
+    horizon: int = Field(default=_HP.horizon, description="Steps ahead forecast (12 = 1 h)")
+    clip: float = Field(default=_HP.clip, description="Scaled inputs and targets are clipped to +- this")
+    seed: int = Field(default=_HP.seed, description="Seed of the weights and the window sampling")
     backtest_origin_step: int = Field(default=6, description="A backtest forecast origin every N slots")
 
     def hyperparameters(self, **overrides: float | int) -> ModelHyperparameters:
@@ -135,20 +140,16 @@ def trained_model(
     model = train_forecast_model(
         series_from_frame(history.cleaned.values.where(history.cleaned.observed), history.name_ids), hp, vocabulary
     )
-    current = champion_version(mlflow.tracking_uri, mlflow.registered_model_name)
-    champion = load_forecast_model(mlflow.tracking_uri, mlflow.registered_model_name, current) if current else None
+    current = mlflow.champion_version()
+    champion = mlflow.load_model(current) if current else None
     result = backtest_against(history, model, champion, hp, config.backtest_origin_step)
     summary = result.summary()
     baselines = [f.name for f in backtest.baseline_forecasters()]
     decision = promotion_decision(summary, baselines, current)
     metrics = {**backtest_metrics(result), "validation_coverage_80": model.validation_coverage}
-    handle = log_and_register(
+    handle = mlflow.log_and_register(
         model,
         metrics,
-        tracking_uri=mlflow.tracking_uri,
-        experiment_name=mlflow.experiment_name,
-        registered_model_name=mlflow.registered_model_name,
-        artifact_location=mlflow.resolved_artifact_location(),
         tags={"dagster_run_id": context.run.run_id, "dagster_asset": "trained_model"},
         trained_through=history.until,
         extra_params={
@@ -170,7 +171,7 @@ def trained_model(
             "names": len(history.name_ids),
             "epochs_run": len(model.history.get("loss", [])),
             "validation_coverage_80": model.validation_coverage,
-            "backtest": markdown_table(summary, float_format="{:.3f}"),
+            "backtest": metadata_table(summary),
             "backtest_plot": figure_markdown(backtest_plot(summary)),
             "promotion": decision["reason"],
             "loss_curve": figure_markdown(loss_plot(model.history)),
@@ -185,8 +186,8 @@ def champion_model(
     """Moves the ``champion`` alias to the new version; runs only when the gate check passed."""
     if not trained_model.decision.get("promote"):
         raise Failure(f"Version {trained_model.version} is not promoted: {trained_model.decision.get('reason')}")
-    previous = champion_version(mlflow.tracking_uri, mlflow.registered_model_name)
-    promote(mlflow.tracking_uri, mlflow.registered_model_name, trained_model.version)
+    previous = mlflow.champion_version()
+    mlflow.promote(trained_model.version)
     context.log.info(f"champion: version {previous} -> {trained_model.version}")
     return Output(
         trained_model,

@@ -5,7 +5,6 @@ from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, Se
 
 from tauxcharge_assets.defs.model.jobs import retrain_job
 from tauxcharge_assets.defs.resources import MlflowResource
-from tauxcharge_assets.model.registry import latest_version
 from tauxcharge_assets.settings import automation_enabled
 
 MAX_MODEL_AGE = pd.Timedelta(days=7)
@@ -33,7 +32,7 @@ def retrain_decision(
     description="Requests retrain_job when the registered model is missing or older than 7 days.",
 )
 def retrain_sensor(context: SensorEvaluationContext, mlflow: MlflowResource) -> SensorResult:
-    latest = latest_version(mlflow.tracking_uri, mlflow.registered_model_name)
+    latest = mlflow.latest_version()
     decision = retrain_decision(latest, pd.Timestamp.now(tz="UTC"))
     if isinstance(decision, SkipReason):
         return SensorResult(skip_reason=decision)

@@ -11,8 +11,7 @@ from tauxcharge_assets.defs.model.assets import TrainingConfig, backtest_against
 from tauxcharge_assets.defs.resources import ElasticsearchResource, MlflowResource
 from tauxcharge_assets.model.forecaster import series_from_frame, train_forecast_model
 from tauxcharge_assets.model.promotion import CHALLENGER, DECISION_HORIZON, DECISION_METRIC
-from tauxcharge_assets.model.registry import ensure_experiment
-from tauxcharge_assets.reporting import markdown_table
+from tauxcharge_assets.reporting import metadata_table
 
 
 class SearchConfig(TrainingConfig):
@@ -45,7 +44,7 @@ def hyperparameter_search(
     history = load_history(elasticsearch, config.training_days, config.train_until)
     vocabulary = max(history.name_ids.values(), default=0) + 1
     observed = history.cleaned.values.where(history.cleaned.observed)
-    experiment_id = ensure_experiment(mlflow.tracking_uri, mlflow.experiment_name, mlflow.resolved_artifact_location())
+    experiment_id = mlflow.ensure_experiment()
     rows = []
     with mlflow_client.start_run(
         experiment_id=experiment_id,
@@ -77,7 +76,7 @@ def hyperparameter_search(
     return Output(
         table,
         metadata={
-            "trials": markdown_table(table, float_format="{:.4g}"),
+            "trials": metadata_table(table),
             "best": f"window={best['window']}, lstm_units={best['lstm_units']}, learning_rate={best['learning_rate']}",
             f"best_{DECISION_METRIC}": float(best[DECISION_METRIC]),
             "mlflow_parent_run_id": parent.info.run_id,

@@ -1,5 +1,7 @@
 """Tick assets that forecast with the champion model and report anomalies; both write back to ES."""
 
+import dataclasses
+
 import pandas as pd
 from dagster import AssetExecutionContext, Config, Failure, Output, asset
 from pydantic import Field
@@ -13,8 +15,7 @@ from tauxcharge_assets.detection.scoring import ScoringConfig
 from tauxcharge_assets.elastic.bulk import bulk_write, delete_documents, scan_pages
 from tauxcharge_assets.elastic.queries import fetch_forecasts
 from tauxcharge_assets.model.forecast_documents import forecast_documents, forecast_frame, written_forecasts
-from tauxcharge_assets.model.registry import champion_version, load_forecast_model
-from tauxcharge_assets.reporting import figure_markdown, forecast_plot, markdown_table
+from tauxcharge_assets.reporting import figure_markdown, forecast_plot, metadata_table
 from tauxcharge_assets.settings import STEP_MINUTES
 from tauxcharge_assets.window import kept_forecasts
 
@@ -32,13 +33,13 @@ def forecasts(
     sequence_tensors: SequenceTensors,
 ) -> Output[pd.DataFrame]:
     """The next hour (t + 5 min first) of every name with its 80 % interval, from the current champion."""
-    version = champion_version(mlflow.tracking_uri, mlflow.registered_model_name)
+    version = mlflow.champion_version()
     if version is None:
         raise Failure(
             f"No champion version of {mlflow.registered_model_name!r} in {mlflow.tracking_uri}: "
             "run retrain_job (trained_model + champion_model) first."
         )
-    model = load_forecast_model(mlflow.tracking_uri, mlflow.registered_model_name, version)
+    model = mlflow.load_model(version)
     batch = model.batch_for(
         sequence_tensors.names,
         sequence_tensors.name_ids,
@@ -62,24 +63,39 @@ def forecasts(
             "non_finite_forecasts": len(frame) - len(finite),
             "model": f"models:/{mlflow.registered_model_name}/{version} (champion)",
             "issued_at": sequence_tensors.next_timestamp.isoformat(),
-            "next_values": markdown_table(next_values),
+            "next_values": metadata_table(next_values),
             "plot": figure_markdown(forecast_plot(history, frame, sequence_tensors.names[:4])),
         },
     )
 
 
+_SCORING = ScoringConfig()  # the detector's defaults live in its dataclass
+
+
 class AnomalyConfig(Config):
     """Thresholds and windows of the anomaly score (see ``scoring.score_series``); configuration, not code."""
 
-    warning_score: float = Field(default=0.6, description="0.5 = as unusual as the name's record of the last day")
-    critical_score: float = Field(default=0.8, description="0.8 = four times the name's record of the last day")
-    level_window: int = Field(default=6, description="Recent slots averaged for the level-shift evidence")
-    baseline_window: int = Field(default=288, description="Slots forming the usual level and variability")
-    record_window: int = Field(default=288, description="Each evidence is divided by its maximum over these slots")
-    alarm_window: int = Field(
-        default=36, description="A slot must beat the scores of these slots: one alarm per episode"
+    warning_score: float = Field(
+        default=_SCORING.warning_score, description="0.5 = as unusual as the name's record of the last day"
     )
-    min_history: int = Field(default=12, description="Slots of evidence needed before a record counts")
+    critical_score: float = Field(
+        default=_SCORING.critical_score, description="0.8 = four times the name's record of the last day"
+    )
+    level_window: int = Field(
+        default=_SCORING.level_window, description="Recent slots averaged for the level-shift evidence"
+    )
+    baseline_window: int = Field(
+        default=_SCORING.baseline_window, description="Slots forming the usual level and variability"
+    )
+    record_window: int = Field(
+        default=_SCORING.record_window, description="Each evidence is divided by its maximum over these slots"
+    )
+    alarm_window: int = Field(
+        default=_SCORING.alarm_window, description="A slot must beat the scores of these slots: one alarm per episode"
+    )
+    min_history: int = Field(
+        default=_SCORING.min_history, description="Slots of evidence needed before a record counts"
+    )
     forecast_lookback_slots: int = Field(
         default=36,
         description="Slots of one-step forecasts read back from ES for the forecast evidence (cost: slots x names "
@@ -93,15 +109,8 @@ class AnomalyConfig(Config):
     )
 
     def scoring(self) -> ScoringConfig:
-        return ScoringConfig(
-            level_window=self.level_window,
-            baseline_window=self.baseline_window,
-            record_window=self.record_window,
-            alarm_window=self.alarm_window,
-            min_history=self.min_history,
-            warning_score=self.warning_score,
-            critical_score=self.critical_score,
-        )
+        fields = {field.name for field in dataclasses.fields(ScoringConfig)}
+        return ScoringConfig(**{k: v for k, v in self.model_dump().items() if k in fields})
 
 
 @asset(partitions_def=tick_partitions, group_name="serving", kinds={"pandas", "elasticsearch"})
@@ -128,7 +137,7 @@ def anomaly_report(
         earlier = kept.between(since, window.end)
     scored = score_recent_slots(actuals, earlier, config.scoring(), config.evaluated_slots)
     step = pd.Timedelta(minutes=STEP_MINUTES)
-    store.save(kept_forecasts.advance(earlier, written_forecasts(forecasts), since + step, window.end + step))
+    store.save(kept_forecasts.carry_forward(earlier, written_forecasts(forecasts), since + step, window.end + step))
     flagged = scored.loc[scored["is_anomaly"].astype(bool)]
     documents = list(anomaly_documents(flagged, context.partition_key, window.end))
     written = bulk_write(client, elasticsearch.indices.anomalies, documents)
@@ -159,6 +168,6 @@ def anomaly_report(
             "earlier_forecasts_from": "elasticsearch" if kept is None else "the previous tick (forecast_window)",
             "earlier_forecasts": len(earlier),
             "thresholds": f"warning >= {config.warning_score}, critical >= {config.critical_score}",
-            "anomaly_table": markdown_table(flagged[columns], float_format="{:.3g}"),
+            "anomaly_table": metadata_table(flagged[columns]),
         },
     )

@@ -1,0 +1,29 @@
+"""The retention rule for files kept per partition or per window end (tick state, IO manager outputs).
+
+Keep the ``keep_latest`` files whose names sort last (names are partition keys or window ends, so
+these are the live chain) and the ``keep_written`` most recently written ones (a running backfill's
+chain); everything else may go. Without it, the tick outputs alone grow by over 15 GB a day at
+10,000 names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+
+def outside_retention(files: Iterable[Path], keep_latest: int, keep_written: int) -> list[Path]:
+    """The files the rule does not keep, in name order."""
+    ordered = sorted(files)
+    keep = set(ordered[-keep_latest:]) if keep_latest > 0 else set()
+    if keep_written > 0:
+        keep |= set(sorted(ordered, key=modified_time)[-keep_written:])
+    return [path for path in ordered if path not in keep]
+
+
+def modified_time(path: Path) -> float:
+    """Modification time; a file another process just deleted counts as oldest."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
