@@ -125,7 +125,9 @@ def instrument(timers: Timers) -> None:
     timers.wrap(MlflowResource, "load_model", "load_model")
     timers.wrap(serving, "forecast_plot", "plot")
     timers.wrap(serving, "forecast_frame", "frame")
-    timers.wrap(serving, "score_recent_slots", "score")
+    from tauxcharge_assets.detection import report
+
+    timers.wrap(report, "score_tick", "score")
     timers.wrap(serving.kept_forecasts, "carry_forward", "keep_forecasts")
     from tauxcharge_assets.window.store import WindowStore
 

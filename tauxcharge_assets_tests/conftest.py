@@ -26,6 +26,14 @@ warnings.filterwarnings("ignore", category=BetaWarning)
 TEST_PORT = 9250
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that needs the server (directly or through another fixture) is marked ``integration``:
+    ``pytest -m "not integration"`` runs the pure tests alone, without starting Elasticsearch."""
+    for item in items:
+        if "es_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session")
 def es_url() -> Iterator[str]:
     """``TAUXCHARGE_ES_URL`` when set; otherwise the project's local server, started for the session."""

@@ -140,10 +140,10 @@ def test_backfill_equals_the_live_runs_and_writes_no_duplicate(pipeline: Pipelin
 
 
 def test_forecasts_kept_between_ticks_give_the_report_an_elasticsearch_read_gives(pipeline: Pipeline) -> None:
-    """The anomaly step's kept one-step forecasts (``forecast_window``) against reading them back from ES."""
+    """The anomaly step's kept one-step forecasts (``kept_forecasts``) against reading them back from ES."""
     first, *later = pipeline.keys
     assert pipeline.live_forecast_sources[first] == "elasticsearch"  # nothing kept before the first tick
-    assert {pipeline.live_forecast_sources[key] for key in later} == {"the previous tick (forecast_window)"}
+    assert {pipeline.live_forecast_sources[key] for key in later} == {"the previous tick (kept_forecasts)"}
     from_es = {**QUIET, "ops": {"anomaly_report": {"config": {"incremental": False}}}}
     for key in later:
         result = materialize(
@@ -167,7 +167,7 @@ def test_the_injected_spike_is_reported_and_written(pipeline: Pipeline) -> None:
     spike_tick = report[report["timestamp"] == pipeline.spike_at]
     assert hit["score"].iloc[0] == spike_tick["score"].max()  # the most unusual value of its tick
     # The first ticks after a deployment have no forecast errors on record: ordinary errors must not
-    # flood the report (a calibrated record stands in, see scoring.calibrated_record).
+    # flood the report (the likelihood needs 388 slots of history before it scores).
     assert len(flagged) < len(report) / 4
     stored = [
         h["_source"] for h in scan_pit(pipeline.es.get_client(), pipeline.es.indices.anomalies, {"match_all": {}})

@@ -1,13 +1,214 @@
-"""Command line: ``python -m tauxcharge_assets es|simulate|load-nab|demo|backfill|detect|promote``."""
+"""Command line: ``python -m tauxcharge_assets es|simulate|load-nab|demo|backfill|detect|promote``.
+
+Parsing imports nothing heavy (no Dagster, TensorFlow, MLflow or pandas), so ``--help`` answers at
+once: each command imports what it needs when it runs. Expected failures print one line and exit
+non-zero (``cli/errors.py``); long steps show progress (``cli/progress.py``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import sys
+import traceback
+import warnings
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import pandas as pd
+from tauxcharge_assets.cli import errors, progress
+from tauxcharge_assets.cli.errors import EXIT_UNAVAILABLE, EXIT_USAGE, UserFacingError
+from tauxcharge_assets.cli.progress import Step
+
+if TYPE_CHECKING:
+    from tauxcharge_assets.defs.resources import ElasticsearchResource
+
+PROG = "python -m tauxcharge_assets"
+PARTITION_KEY_FORMAT = "%Y-%m-%d-%H:%M"  # defs.partitions.PARTITION_KEY_FORMAT, without importing Dagster
+DEFAULT_ES_PORT = 9200  # elastic.server.DEFAULT_PORT
+# settings.REPO_ROOT and data.nab.DEFAULT_NAB_DIR, computed here because settings imports pandas (about a
+# second); tests/test_cli.py checks they agree.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_NAB_DIR = REPO_ROOT.parent / "shared" / "data" / "nab" / "realAWSCloudwatch"
+
+T = TypeVar("T")
+
+
+def data_folder() -> Path:
+    """``settings.data_dir()`` without creating it (help must not write) and without importing pandas."""
+    return Path(os.environ.get("TAUXCHARGE_HOME", REPO_ROOT / ".tauxcharge")).resolve()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Argument types: checked at parse time (exit 2 with usage) with the standard library only.
+
+
+def _whole_number(text: str, least: int, most: int | None = None) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = least - 1
+    if value < least or (most is not None and value > most):
+        bounds = f"from {least} to {most}" if most is not None else f"of at least {least}"
+        raise argparse.ArgumentTypeError(f"expected a whole number {bounds}, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    return _whole_number(text, 1)
+
+
+def _non_negative_int(text: str) -> int:
+    return _whole_number(text, 0)
+
+
+def _port(text: str) -> int:
+    return _whole_number(text, 1, 65535 - 100)  # the transport port is port + 100
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return value
+
+
+def _timestamp(text: str) -> str:
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 timestamp, e.g. 2026-01-05T00:00 (UTC unless it has an offset)"
+        ) from None
+    return text
+
+
+def _partition_key(text: str) -> str:
+    try:
+        datetime.strptime(text, PARTITION_KEY_FORMAT)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a partition key: expected YYYY-MM-DD-HH:MM") from None
+    return text
+
+
+# ---------------------------------------------------------------------------------------------------
+# Helpers shared by the commands.
+
+
+def _quiet_libraries(debug: bool) -> None:
+    """Keep third-party start-up chatter out of what the user reads; ``--debug`` lets it through.
+
+    Environment variables are read by TensorFlow and MLflow when they are imported, which happens
+    later, inside the commands. Python warnings come from libraries (Dagster's preview/beta markers,
+    deprecations inside TensorFlow and MLflow): they are for their developers, not our users.
+    """
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # "Downloading artifacts" bars
+    if debug:
+        return
+    # TensorFlow's C++ logs (CPU features, "failed call to cuInit"...). Set, not defaulted: model/network.py
+    # sets "2" (errors shown) in any process that imports it, and its children inherit that.
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    # "Creating initial MLflow database tables...", "Failed to resolve installed pip version"
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    if not sys.warnoptions:  # an explicit -W or PYTHONWARNINGS wins
+        warnings.simplefilter("ignore")
+
+
+def _quiet_tensorflow(debug: bool) -> None:
+    """Import TensorFlow without its start-up lines, and set its Python logging (absl) to ERROR.
+
+    TensorFlow 2.21 logs through C++ absl before that is initialised ("All log messages before
+    absl::InitializeLog() ...", "Could not find cuda drivers ..."): straight to file descriptor 2, past
+    TF_CPP_MIN_LOG_LEVEL. So the import runs with descriptor 2 on /dev/null; an import error is still
+    raised (and shown) once it is restored.
+    """
+    if debug:
+        return
+    try:
+        import absl.logging
+    except ImportError:
+        return
+    absl.logging.set_verbosity(absl.logging.ERROR)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _elasticsearch(attempts: int) -> ElasticsearchResource:
+    """The configured server (started locally on demand), its resource with ``attempts`` health checks."""
+    from tauxcharge_assets.cli.runner import ensure_elasticsearch
+    from tauxcharge_assets.defs.resources import ElasticsearchResource, elasticsearch_from_env
+
+    ensure_elasticsearch()
+    configured = elasticsearch_from_env()
+    return ElasticsearchResource(
+        url=configured.url,
+        api_key=configured.api_key,
+        index_prefix=configured.index_prefix,
+        connect_attempts=attempts,
+    )
+
+
+def _input_folder(text: str, expected: str) -> Path:
+    folder = Path(text)
+    if not folder.exists():
+        raise UserFacingError(f"{folder}: no such folder; pass --input a folder of {expected}.", EXIT_USAGE)
+    if not folder.is_dir():
+        raise UserFacingError(f"{folder}: not a folder; pass --input a folder of {expected}.", EXIT_USAGE)
+    return folder
+
+
+def _read_folder(folder: Path, read: Callable[[Path], T], expected: str) -> dict[str, T]:
+    """Every CSV of ``folder`` by file stem; the first bad file stops it with one line naming it."""
+    paths = sorted(folder.glob("*.csv"))
+    if not paths:
+        raise UserFacingError(f"No CSV files in {folder}: pass --input a folder of {expected}.", EXIT_USAGE)
+    read_files: dict[str, T] = {}
+    for path in paths:
+        try:
+            read_files[path.stem] = read(path)
+        except (ValueError, OSError) as error:  # pandas' parser errors and UnicodeDecodeError are ValueErrors
+            message = errors.one_line(str(error))
+            if str(path) not in message:  # the reader's own checks name the file; pandas' errors do not
+                message = f"{path}: {message}; expected {expected}: fix the file or move it out of the folder."
+            raise UserFacingError(message, EXIT_USAGE) from error
+    return read_files
+
+
+def _port_owner_problem(port: int) -> str | None:
+    """Why the local server cannot start on ``port``: a port of its own taken by something else."""
+    from tauxcharge_assets.elastic import server as es_server
+
+    local = es_server.LocalServer(port=port)
+    if es_server.cluster_health(local.url) is not None or es_server.recorded_pid(local) is not None:
+        return None  # an Elasticsearch answers, or our server's process runs: not a stranger's port
+    for taken, role in ((port, "HTTP"), (port + 100, "transport")):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            if probe.connect_ex(("127.0.0.1", taken)) == 0:
+                return (
+                    f"Port {taken} on 127.0.0.1 (the {role} port for --port {port}) is in use by something that "
+                    f"is not Elasticsearch: stop it, or choose another port with --port (and set "
+                    f"TAUXCHARGE_ES_URL=http://127.0.0.1:<port> for the other commands)."
+                )
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# The commands.
 
 
 def _es(args: argparse.Namespace) -> int:
@@ -15,7 +216,15 @@ def _es(args: argparse.Namespace) -> int:
 
     local = es_server.LocalServer(port=args.port)
     if args.action == "start":
-        print(es_server.start(local))
+        if es_server.cluster_health(local.url) is not None:
+            print(es_server.start(local))  # already up: reused at once
+            return 0
+        problem = _port_owner_problem(args.port)
+        if problem:
+            raise UserFacingError(problem, EXIT_UNAVAILABLE)
+        with Step(f"Starting Elasticsearch on {local.url}"):
+            url = es_server.start(local)
+        print(url)
     elif args.action == "stop":
         print("stopped" if es_server.stop(local) else "not running")
     else:
@@ -24,14 +233,15 @@ def _es(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from tauxcharge_assets.cli.demo import load_simulation
-    from tauxcharge_assets.cli.runner import ensure_elasticsearch
-    from tauxcharge_assets.data.simulator import SimulationSpec
-    from tauxcharge_assets.defs.resources import elasticsearch_from_env
+    import pandas as pd
 
-    ensure_elasticsearch()
-    resource = elasticsearch_from_env().process_config_and_initialize()
-    end = pd.Timestamp(args.end, tz="UTC") if args.end else pd.Timestamp.now(tz="UTC").floor("5min")
+    from tauxcharge_assets.cli.demo import load_simulation
+    from tauxcharge_assets.data.simulator import SimulationSpec
+    from tauxcharge_assets.settings import to_utc
+
+    resource = _elasticsearch(args.es_attempts).process_config_and_initialize()
+    resource.get_client()  # an unreachable server fails now, not after the simulation
+    end = to_utc(args.end) if args.end else pd.Timestamp.now(tz="UTC").floor("5min")
     spec = SimulationSpec(
         n_names=args.names, days=args.days, end=end, seed=args.seed, recent_anomalies=args.recent_anomalies
     )
@@ -41,23 +251,26 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _load_nab(args: argparse.Namespace) -> int:
-    from tauxcharge_assets.cli.runner import ensure_elasticsearch
     from tauxcharge_assets.data import nab
-    from tauxcharge_assets.defs.resources import elasticsearch_from_env
     from tauxcharge_assets.elastic.bulk import bulk_write
 
-    ensure_elasticsearch()
-    resource = elasticsearch_from_env().process_config_and_initialize()
-    series = nab.read_directory(Path(args.input))
-    written = bulk_write(resource.get_client(), resource.indices.metrics, nab.documents(series))
+    expected = "NAB timestamp,value CSVs (the realAWSCloudwatch folder)"
+    series = _read_folder(_input_folder(args.input, expected), nab.read_series, expected)
+    resource = _elasticsearch(args.es_attempts).process_config_and_initialize()
+    client = resource.get_client()
+    total = sum(len(frame) for frame in series.values())
+    with Step(f"Writing to {resource.indices.metrics}", total=total, unit="doc") as step:
+        written = bulk_write(client, resource.indices.metrics, step.wrap(nab.documents(series)))
     print(f"wrote {written} documents for {len(series)} names")
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
+    _quiet_tensorflow(args.debug)
     from tauxcharge_assets.cli.demo import print_report, run_demo
+    from tauxcharge_assets.settings import to_utc
 
-    end = pd.Timestamp(args.end, tz="UTC") if args.end else None
+    end = to_utc(args.end) if args.end else None
     result = run_demo(n_names=args.names, days=args.days, end=end, replay_slots=args.replay_slots)
     print_report(result)
     return 0
@@ -66,112 +279,284 @@ def _demo(args: argparse.Namespace) -> int:
 def _backfill(args: argparse.Namespace) -> int:
     from dagster import PartitionKeyRange
 
-    from tauxcharge_assets.cli.runner import dagster_instance, ensure_elasticsearch, materialize_ticks, tick_resources
+    from tauxcharge_assets.cli.errors import quiet_run_failures
+    from tauxcharge_assets.cli.runner import dagster_instance, materialize_ticks, tick_resources
     from tauxcharge_assets.defs.partitions import tick_partitions
-    from tauxcharge_assets.defs.resources import elasticsearch_from_env, mlflow_from_env
+    from tauxcharge_assets.defs.resources import mlflow_from_env
 
-    ensure_elasticsearch()
+    first, last = tick_partitions.get_first_partition_key(), tick_partitions.get_last_partition_key()
+    for option, key in (("--start", args.start), ("--end", args.end)):
+        if not tick_partitions.has_partition_key(key):
+            raise UserFacingError(
+                f"{option} {key} is not a tick partition: keys run every 5 minutes from {first} to {last} "
+                "(TAUXCHARGE_PARTITIONS_START moves the first one back).",
+                EXIT_USAGE,
+            )
+    if args.start > args.end:  # the key format sorts as time does
+        raise UserFacingError(f"--start {args.start} is after --end {args.end}: swap them.", EXIT_USAGE)
     keys = tick_partitions.get_partition_keys_in_range(PartitionKeyRange(args.start, args.end))
+    resources = tick_resources(_elasticsearch(args.es_attempts), mlflow_from_env())
     print(f"backfilling {len(keys)} partitions {keys[0]} .. {keys[-1]}", flush=True)
-    materialize_ticks(keys, tick_resources(elasticsearch_from_env(), mlflow_from_env()), dagster_instance())
+    with Step("Backfill", total=len(keys), unit="partition") as step, quiet_run_failures():
+        materialize_ticks(keys, resources, dagster_instance(), progress=lambda key: step.update())
     print("done")
     return 0
 
 
 def _detect(args: argparse.Namespace) -> int:
-    from tauxcharge_assets.data.simulator import SimulationSpec, simulate
-    from tauxcharge_assets.detection import labelled_files, scoring
+    expected = "timestamp,value CSVs"
+    folder = _input_folder(args.input, expected)
+    output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        raise UserFacingError(f"{output}: exists and is not a folder; pass --output a folder.", EXIT_USAGE)
+    model_prefix = Path(args.model) if args.model else None
+    if model_prefix is not None:
+        needed = (model_prefix.with_suffix(".keras"), model_prefix.with_suffix(".pkl"))
+        missing = [str(path) for path in needed if not path.exists()]
+        if missing:
+            raise UserFacingError(
+                f"--model {args.model}: missing {' and '.join(missing)}; pass the prefix given to "
+                "save_detector_model, or leave --model out to train one.",
+                EXIT_USAGE,
+            )
+    from tauxcharge_assets.detection import detector, labelled_files
+    from tauxcharge_assets.detection.input_rows import read_labelled_csv
     from tauxcharge_assets.model.network import ModelHyperparameters
 
-    simulated = None
-    if args.pretrain_names and not args.model:
-        spec = SimulationSpec(
-            n_names=args.pretrain_names, days=args.pretrain_days, end=pd.Timestamp("2026-01-05", tz="UTC")
+    inputs = _read_folder(folder, read_labelled_csv, expected)  # what labelled_files.read_input reads
+    for read in inputs.values():
+        if read.report.needed_handling:  # repeated or backward timestamps, gaps, another sampling step
+            progress.note(read.report.summary())
+    files = {name: read.frame for name, read in inputs.items()}
+    _quiet_tensorflow(args.debug)  # after the checks of the input: a bad file fails without waiting for it
+    hp = ModelHyperparameters(epochs=args.epochs)
+    if model_prefix is not None:
+        with Step(f"Loading the model {model_prefix}"):
+            model = labelled_files.load_detector_model(model_prefix)
+    else:
+        simulated = None
+        if args.pretrain_names:
+            import pandas as pd
+
+            from tauxcharge_assets.data.simulator import SimulationSpec, simulate
+
+            spec = SimulationSpec(
+                n_names=args.pretrain_names, days=args.pretrain_days, end=pd.Timestamp("2026-01-05", tz="UTC")
+            )
+            with Step(f"Simulating {spec.n_names} series x {spec.days:g} days to pre-train on"):
+                simulated = simulate(spec).values
+        try:
+            with Step(f"Training on {len(files)} files", total=hp.epochs, unit="epoch") as step:
+                callbacks = [progress.epoch_callback(step)]
+                model = labelled_files.fit_detector_model(files, hp, simulated, callbacks=callbacks)
+        except ValueError as error:  # too little history in the files to train on (make_training_set)
+            raise UserFacingError(
+                f"Cannot train on {folder}: {errors.one_line(str(error))} Or pre-train on simulated series "
+                "(--pretrain-names), or pass a saved model (--model).",
+                EXIT_USAGE,
+            ) from error
+    with Step("Scoring", total=len(files), unit="file") as step:
+        written = labelled_files.detect_directory(
+            folder,
+            output,
+            detector.DetectorConfig(),
+            hp,
+            model=model,
+            detector_name=args.detector_name,
+            progress=lambda name: step.update(),
         )
-        simulated = simulate(spec).values
-    written = labelled_files.detect_directory(
-        Path(args.input),
-        Path(args.output),
-        scoring.ScoringConfig(),
-        ModelHyperparameters(epochs=args.epochs),
-        model=labelled_files.load_detector_model(Path(args.model)) if args.model else None,
-        simulated=simulated,
-        detector_name=args.detector_name,
-    )
     print(f"wrote {len(written)} result files to {args.output}")
     return 0
 
 
 def _promote(args: argparse.Namespace) -> int:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
     from tauxcharge_assets.defs.resources import mlflow_from_env
     from tauxcharge_assets.model.registry import champion_version, promote
 
     mlflow = mlflow_from_env().process_config_and_initialize()
-    before = champion_version(mlflow.tracking_uri, mlflow.registered_model_name)
-    promote(mlflow.tracking_uri, mlflow.registered_model_name, args.version)
-    print(f"champion of {mlflow.registered_model_name}: version {before} -> {args.version} (manual override)")
+    name, uri = mlflow.registered_model_name, mlflow.tracking_uri
+    before = champion_version(uri, name)
+    try:
+        promote(uri, name, str(args.version))
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        try:
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            versions = sorted((v.version for v in client.search_model_versions(f"name = '{name}'")), key=int)
+        except MlflowException:
+            versions = []
+        known = f"its versions are {', '.join(map(str, versions))}" if versions else "it has no versions yet"
+        raise UserFacingError(
+            f"Model {name!r} has no version {args.version} in {uri} ({known}): pick a registered version, or "
+            f"train one first (`{PROG} demo`).",
+            EXIT_USAGE,
+        ) from error
+    print(f"champion of {name}: version {before} -> {args.version} (manual override)")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    import warnings
+# ---------------------------------------------------------------------------------------------------
+# The parser.
 
-    from dagster import BetaWarning, PreviewWarning
 
-    warnings.filterwarnings("ignore", category=PreviewWarning)  # partitioned asset checks are "preview"
-    warnings.filterwarnings("ignore", category=BetaWarning)
-    from tauxcharge_assets.data.nab import DEFAULT_NAB_DIR
-    from tauxcharge_assets.settings import data_dir
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default (or "required") in its help; options without a plain default say theirs."""
 
-    parser = argparse.ArgumentParser(prog="python -m tauxcharge_assets")
-    commands = parser.add_subparsers(dest="command", required=True)
-    es = commands.add_parser("es", help="manage the local Elasticsearch")
-    es.add_argument("action", choices=["start", "stop", "status"])
-    es.add_argument("--port", type=int, default=9200)
-    es.set_defaults(handler=_es)
-    sim = commands.add_parser("simulate", help="load simulated load rates into the metrics index")
-    sim.add_argument("--names", type=int, default=50)
-    sim.add_argument("--days", type=float, default=14.0)
-    sim.add_argument("--end", help="ISO timestamp of the end of the data (default: now)")
-    sim.add_argument("--seed", type=int, default=7)
-    sim.add_argument("--recent-anomalies", type=int, default=0)
-    sim.add_argument("--labels", default=str(data_dir() / "simulator_labels.json"))
-    sim.set_defaults(handler=_simulate)
-    load = commands.add_parser("load-nab", help="load the NAB realAWSCloudwatch CSVs into the metrics index")
-    load.add_argument("--input", default=str(DEFAULT_NAB_DIR))
-    load.set_defaults(handler=_load_nab)
-    demo = commands.add_parser("demo", help="run the main job end to end and print the results")
-    demo.add_argument("--names", type=int, default=50)
-    demo.add_argument("--days", type=float, default=14.0)
-    demo.add_argument("--end", help="ISO timestamp the demo ends at (default: today 00:00 UTC)")
-    demo.add_argument("--replay-slots", type=int, default=12)
-    demo.set_defaults(handler=_demo)
-    backfill = commands.add_parser(
-        "backfill", help="materialize the tick assets for a range of past partitions, one run each, in one process"
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.required and action.option_strings:
+            return f"{text} (required)"
+        if "%(default)" in text or "(default:" in text or action.default in (None, argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _common_options(parser: argparse.ArgumentParser, in_subcommand: bool) -> None:
+    """``--debug`` and ``--progress``, before or after the command; after it, they only override."""
+    unset: Any = argparse.SUPPRESS
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=unset if in_subcommand else False,
+        help="on an expected failure, print the full traceback too; let library warnings and logs through "
+        "(default: off)",
     )
-    backfill.add_argument("--start", required=True, help="first partition key, e.g. 2026-11-22-23:00")
-    backfill.add_argument("--end", required=True, help="last partition key (inclusive)")
-    backfill.set_defaults(handler=_backfill)
-    detect = commands.add_parser(
-        "detect", help="score labelled CSVs causally and write NAB-layout results (timestamp,value,anomaly_score)"
+    parser.add_argument(
+        "--progress",
+        choices=progress.MODES,
+        default=unset if in_subcommand else "auto",
+        help="progress bars on stderr: auto = when stderr is a terminal (otherwise one summary line per long "
+        "step), always, never (default: auto)",
+    )
+
+
+def _es_attempts(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--es-attempts",
+        type=_positive_int,
+        default=5,
+        help="health checks of Elasticsearch (backoff 1, 2, 4... s) before giving up",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    labels = data_folder() / "simulator_labels.json"
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Forecast load rates every 5 minutes and report anomalies: manage the local "
+        "Elasticsearch, load data, run the asset graph, score files.",
+        epilog=f"Run `{PROG} <command> --help` for a command's options. Environment: TAUXCHARGE_ES_URL "
+        "(default: the local server, started on demand), TAUXCHARGE_HOME (data folder, default: "
+        f"{REPO_ROOT / '.tauxcharge'}), MLFLOW_TRACKING_URI (default: sqlite in the data folder).",
+        formatter_class=HelpFormatter,
+    )
+    _common_options(parser, in_subcommand=False)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str, handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
+        _common_options(sub, in_subcommand=True)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    es = command("es", "manage the project's local Elasticsearch (127.0.0.1)", _es)
+    es.add_argument(
+        "action",
+        choices=["start", "stop", "status"],
+        help="start: start it (or reuse the one answering) and print its URL; stop; status: print it as JSON",
+    )
+    es.add_argument("--port", type=_port, default=DEFAULT_ES_PORT, help="HTTP port (transport: port + 100)")
+
+    sim = command("simulate", "load simulated load rates into the metrics index", _simulate)
+    sim.add_argument("--names", type=_positive_int, default=50, help="how many series (monitored names)")
+    sim.add_argument("--days", type=_positive_float, default=14.0, help="days of 5-minute points per name")
+    sim.add_argument(
+        "--end", type=_timestamp, help="ISO timestamp the data ends at, UTC (default: now, rounded down to 5 min)"
+    )
+    sim.add_argument("--seed", type=int, default=7, help="random seed: the same seed writes the same documents")
+    sim.add_argument(
+        "--recent-anomalies",
+        type=_non_negative_int,
+        default=0,
+        help="anomalies placed in the last hour, so the next tick reports them",
+    )
+    sim.add_argument("--labels", default=str(labels), help="where to write the injected anomalies (JSON)")
+    _es_attempts(sim)
+
+    load = command("load-nab", "load the NAB realAWSCloudwatch CSVs into the metrics index", _load_nab)
+    load.add_argument("--input", default=str(DEFAULT_NAB_DIR), help="folder of NAB timestamp,value CSVs")
+    _es_attempts(load)
+
+    demo = command("demo", "run the main job end to end and print the results", _demo)
+    demo.add_argument("--names", type=_positive_int, default=50, help="how many simulated series")
+    demo.add_argument("--days", type=_positive_float, default=14.0, help="days of history to simulate and train on")
+    demo.add_argument("--end", type=_timestamp, help="ISO timestamp the demo ends at, UTC (default: today 00:00 UTC)")
+    demo.add_argument("--replay-slots", type=_positive_int, default=12, help="5-minute ticks replayed after training")
+
+    backfill = command(
+        "backfill",
+        "materialize the tick assets for a range of past partitions, one run each, in one process",
+        _backfill,
+    )
+    backfill.add_argument(
+        "--start", type=_partition_key, required=True, help="first partition key (UTC), e.g. 2026-11-22-23:00"
+    )
+    backfill.add_argument("--end", type=_partition_key, required=True, help="last partition key (inclusive)")
+    _es_attempts(backfill)
+
+    detect = command(
+        "detect", "score labelled CSVs causally and write NAB-layout results (timestamp,value,anomaly_score)", _detect
     )
     detect.add_argument("--input", default=str(DEFAULT_NAB_DIR), help="folder of timestamp,value CSVs")
-    detect.add_argument("--output", required=True, help="folder for <detector>_<file>.csv results")
-    detect.add_argument("--detector-name", default="tauxcharge")
-    detect.add_argument("--epochs", type=int, default=6)
+    detect.add_argument("--output", required=True, help="folder for the <detector>_<file>.csv results")
+    detect.add_argument("--detector-name", default="tauxcharge", help="prefix of the result files")
     detect.add_argument(
-        "--model", help="prefix of a model saved by labelled_files.save_detector_model (default: train one)"
+        "--epochs", type=_positive_int, default=6, help="training epochs (early stopping may end sooner)"
     )
-    detect.add_argument("--pretrain-names", type=int, default=30, help="simulated series to pre-train on (0: none)")
-    detect.add_argument("--pretrain-days", type=float, default=7.0)
-    detect.set_defaults(handler=_detect)
-    promote = commands.add_parser(
-        "promote", help="point the champion alias at a registered version by hand (bypasses the backtest gate)"
+    detect.add_argument(
+        "--model",
+        help="prefix of a model saved by labelled_files.save_detector_model (default: train one on the input)",
     )
-    promote.add_argument("--version", required=True)
-    promote.set_defaults(handler=_promote)
-    args = parser.parse_args(argv)
-    return int(args.handler(args))
+    detect.add_argument(
+        "--pretrain-names",
+        type=_non_negative_int,
+        default=30,
+        help="simulated series added to the training set (0: none; unused with --model)",
+    )
+    detect.add_argument(
+        "--pretrain-days", type=_positive_float, default=7.0, help="days of each simulated pre-training series"
+    )
+
+    promote = command(
+        "promote", "point the champion alias at a registered version by hand (bypasses the backtest gate)", _promote
+    )
+    promote.add_argument("--version", type=_positive_int, required=True, help="registered version number of the model")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, run the command, and turn an expected failure into one line on stderr and an exit code."""
+    args = build_parser().parse_args(argv)
+    errors.configure(args.debug)
+    progress.configure(args.progress)
+    _quiet_libraries(args.debug)
+    try:
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        failure = errors.user_facing(error)
+        if failure is None:
+            raise  # a bug: its traceback is the useful output
+        if args.debug:
+            traceback.print_exception(error)
+        print(f"error: {failure}", file=sys.stderr)
+        return failure.exit_code
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from tauxcharge_assets.detection.input_rows import read_labelled_csv
 from tauxcharge_assets.elastic.bulk import deterministic_id
 from tauxcharge_assets.settings import REPO_ROOT
 
@@ -19,12 +20,10 @@ DEFAULT_NAB_DIR = REPO_ROOT.parent / "shared" / "data" / "nab" / "realAWSCloudwa
 
 
 def read_series(path: Path) -> pd.DataFrame:
-    """``timestamp,value`` with UTC timestamps; a file in another layout gets a clear error."""
-    frame = pd.read_csv(path)
-    if list(frame.columns) != ["timestamp", "value"]:
-        raise ValueError(f"{path}: expected the columns timestamp,value, found {list(frame.columns)}")
-    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
-    return frame
+    """``timestamp,value`` with UTC timestamps, in file order: the ``detect`` command's reader
+    (``input_rows.read_labelled_csv``), so both accept and refuse the same files."""
+    read = read_labelled_csv(path)
+    return pd.DataFrame({"timestamp": read.stamps, "value": read.frame["value"]})
 
 
 def read_directory(directory: Path = DEFAULT_NAB_DIR) -> dict[str, pd.DataFrame]:

@@ -1,14 +1,12 @@
 """Causal anomaly detection over labelled files, in the Numenta Anomaly Benchmark's results layout.
 
 ``python -m tauxcharge_assets detect --input DIR --output DIR`` reads every ``timestamp,value`` CSV
-and writes ``timestamp,value,anomaly_score``. The detector is ``scoring.score_series``, the code the
-``anomaly_report`` asset runs: it weighs the surprise of each value against the LSTM's one-step
-p10/p50/p90 forecast together with level and variance changes of the raw values (see ``scoring``),
-and reports one alarm per episode, because NAB (like an operator) rewards the earliest alarm of a
-window and charges every alarm outside one.
+and writes ``timestamp,value,anomaly_score``. The detector is ``detector.score_matrix``, the loop of
+``detector.step`` the ``anomaly_report`` asset runs: an anomaly likelihood of the surprise of each
+value against the LSTM's one-step p10/p50/p90 forecast, and a 30-day range rule (see ``detector``).
 
-The score at row t uses rows up to t only: the forecast of row t comes from the rows before it, every
-statistic in ``scoring`` is a trailing one, and what is fitted on a file itself (its scale, and the
+The score at row t uses rows up to t only: the forecast of row t comes from the rows before it, the
+detector's state is built from earlier rows, and what is fitted on a file itself (its scale, and the
 model when it is trained here) comes from its first 15 % only, the benchmark's probationary period.
 A model trained on other series (the simulator's) may be passed in or added to the training set.
 """
@@ -24,7 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tauxcharge_assets.detection import scoring
+from tauxcharge_assets.detection import detector
+from tauxcharge_assets.detection.input_rows import InputReport, read_labelled_csv
 from tauxcharge_assets.model.forecaster import (
     ForecastModel,
     SeriesData,
@@ -40,25 +39,8 @@ SCALE_ROWS = 600  # about 15 % of a two-week file of 5-minute rows
 
 
 def read_input(path: Path) -> pd.DataFrame:
-    frame = pd.read_csv(path)
-    missing = {"timestamp", "value"} - set(frame.columns)
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {sorted(missing)}; detect expects CSVs with timestamp,value.")
-    if frame.empty:
-        raise ValueError(f"{path}: no rows; detect needs at least one timestamp,value row.")
-    stamps = pd.to_datetime(frame["timestamp"], utc=True, errors="coerce")
-    if stamps.isna().any():
-        bad = frame.loc[stamps.isna(), "timestamp"].head(3).tolist()
-        raise ValueError(f"{path}: {int(stamps.isna().sum())} unreadable timestamp(s), e.g. {bad}; use ISO 8601.")
-    if (stamps.diff().dropna() < pd.Timedelta(0)).any():
-        raise ValueError(f"{path}: timestamps go backwards; sort the rows by timestamp (the scores are causal).")
-    values = pd.to_numeric(frame["value"], errors="coerce")
-    if values.isna().any():
-        bad = frame.loc[values.isna(), "value"].head(3).tolist()
-        raise ValueError(
-            f"{path}: {int(values.isna().sum())} non-numeric value(s), e.g. {bad}; fix or drop those rows."
-        )
-    return pd.DataFrame({"timestamp": frame["timestamp"], "value": values.astype(np.float64)})
+    """``timestamp,value`` rows in file order (see ``input_rows``: repeats, steps back and gaps are kept)."""
+    return read_labelled_csv(path).frame
 
 
 def probationary_length(rows: int) -> int:
@@ -118,17 +100,17 @@ def one_step_quantiles(model: ForecastModel, name: str, values: np.ndarray, star
 
 
 def score_file(
-    frame: pd.DataFrame, model: ForecastModel, config: scoring.ScoringConfig, name: str = "series"
+    frame: pd.DataFrame, model: ForecastModel, config: detector.DetectorConfig, name: str = "series"
 ) -> pd.DataFrame:
     """NAB results rows for one file; see ``causal_scales`` for the scale the network sees."""
     values = frame["value"].to_numpy(np.float64)
     quantiles = one_step_quantiles(model, name, values, first_stamp(frame))
-    scores = scoring.score_series(values, quantiles[:, 0], quantiles[:, 1], quantiles[:, 2], config)
+    scores = detector.score_matrix(values, quantiles[:, 0], quantiles[:, 1], quantiles[:, 2], config)
     return pd.DataFrame(
         {
             "timestamp": frame["timestamp"],
             "value": frame["value"],
-            "anomaly_score": np.nan_to_num(scores.score[:, 0], nan=0.0),
+            "anomaly_score": np.nan_to_num(scores[:, 0], nan=0.0),
         }
     )
 
@@ -155,21 +137,28 @@ def load_detector_model(prefix: Path) -> ForecastModel:
 def detect_directory(
     input_dir: Path,
     output_dir: Path,
-    config: scoring.ScoringConfig,
+    config: detector.DetectorConfig,
     hp: ModelHyperparameters,
     model: ForecastModel | None = None,
     simulated: pd.DataFrame | None = None,
     detector_name: str = "tauxcharge",
     progress: Callable[[str], None] | None = None,
+    on_read: Callable[[InputReport], None] | None = None,
 ) -> dict[str, Path]:
     """Score every CSV of ``input_dir`` into ``output_dir/<detector>_<file>.csv``; returns the files written.
 
     ``progress`` is called with each file's name once it is scored (the command line's progress bar).
+    ``on_read`` is called with each file's ``InputReport`` once all are read, before any training or
+    scoring, so the caller can say what it accepted (``report.needed_handling``, ``report.summary()``).
     """
     paths = sorted(Path(input_dir).glob("*.csv"))
     if not paths:
         raise FileNotFoundError(f"No CSV files in {input_dir}: pass a folder of timestamp,value CSVs.")
-    files = {path.stem: read_input(path) for path in paths}
+    inputs = {path.stem: read_labelled_csv(path) for path in paths}
+    files = {name: read.frame for name, read in inputs.items()}
+    if on_read is not None:
+        for read in inputs.values():
+            on_read(read.report)
     model = model or fit_detector_model(files, hp, simulated)
     output_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}

@@ -160,8 +160,10 @@ def _prepare(timestamps: Any, scores: Any, windows: Sequence[Window], probationa
         raise ValueError(f"{name}: {stamps.size} timestamps but {values.size} anomaly scores.")
     if np.any(stamps == np.iinfo(np.int64).min):  # NaT
         raise ValueError(f"{name}: some timestamps are missing or unreadable: drop or repair those rows.")
-    if np.any(np.diff(stamps) < 0):  # repeated stamps are kept: NAB's own files have some (DST changes)
-        raise ValueError(f"{name}: timestamps must be in increasing order: sort the rows by timestamp.")
+    # Rows are scored in file order. A clock that goes back (a daylight-saving change, a collector restart)
+    # is placed by the latest time seen so far, so windows stay runs of consecutive rows; repeated stamps
+    # are kept as they are (NAB's own files have some).
+    stamps = np.maximum.accumulate(stamps) if stamps.size else stamps
     bad = ~np.isfinite(values) | (values < 0.0) | (values > 1.0)
     if bad.any():
         raise ValueError(
@@ -384,3 +386,52 @@ def read_results_directory(directory: Path, detector: str | None = None) -> dict
             raise ValueError(f"{path}: a second result for {stem!r}; keep one file per data file.")
         results[stem] = frame
     return results
+
+
+@dataclass(frozen=True)
+class CrossValidated:
+    """Held-out NAB score: each fold's threshold (and candidate, if several) chosen on the other files only.
+
+    ``normalized`` sums the held-out files' raw scores and normalises them with the whole corpus's null and
+    perfect scores, as NAB normalises a corpus; ``fold_normalized`` is each fold's own normalised score.
+    """
+
+    profile: str
+    normalized: float
+    fold_normalized: list[float]
+    thresholds: list[float]
+    chosen: list[int]  # index of the candidate chosen in each fold
+
+
+def cross_validate(
+    candidates: Sequence[Mapping[str, pd.DataFrame]],
+    windows: Mapping[str, Sequence[Window]],
+    folds: Sequence[Sequence[str]],
+    profile: str = "standard",
+    probationary_percent: float = PROBATIONARY_PERCENT,
+) -> CrossValidated:
+    """Choose, on the files outside each fold, the candidate (one result set per detector setting) and the
+    threshold with the best score; score the fold's files with them. Nothing about a held-out file is seen
+    before it is scored."""
+    cost = _profile(profile)
+    prepared = [_prepare_corpus(results, windows, probationary_percent) for results in candidates]
+    everything = _concat(prepared[0])
+    null, perfect = _null_score(everything, cost), cost.tp * everything.labelled
+    total, per_fold, thresholds, chosen = 0.0, [], [], []
+    for fold in folds:
+        held_out = set(fold)
+        best: tuple[float, int, float] | None = None
+        for index, rows in enumerate(prepared):
+            training = {name: part for name, part in rows.items() if name not in held_out}
+            fitted = _corpus_score(training, cost, None)
+            if best is None or fitted.normalized > best[0] + _TIE_TOLERANCE:
+                best = (fitted.normalized, index, fitted.threshold)
+        assert best is not None
+        _, index, threshold = best
+        tested = _corpus_score({name: prepared[index][name] for name in fold}, cost, threshold)
+        total += tested.raw
+        per_fold.append(tested.normalized)
+        thresholds.append(threshold)
+        chosen.append(index)
+    normalized = 100.0 * (total - null) / (perfect - null) if perfect != null else math.nan
+    return CrossValidated(profile, normalized, per_fold, thresholds, chosen)

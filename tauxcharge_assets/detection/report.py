@@ -1,20 +1,33 @@
-"""The anomaly report of a tick: the newest actual values scored by the detector, worded for an operator,
-and the Elasticsearch documents they become."""
+"""The anomaly report of a tick: the newest values scored by the detector from its hourly checkpoint,
+worded for an operator, written back to Elasticsearch.
+
+``score_tick`` is the pure part (tested on small frames); ``report_tick`` adds the reads and writes:
+the checkpoint, the one-step forecasts (kept from the previous tick, or read back), the anomaly
+documents, and the removal of a rerun's stale ones.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from dagster import MetadataValue
+from elasticsearch import Elasticsearch
 
-from tauxcharge_assets.detection.scoring import ScoringConfig, score_series, severity, standardised_residuals
-from tauxcharge_assets.elastic.bulk import deterministic_id
+from tauxcharge_assets.detection.checkpoints import Checkpoint, CheckpointStore, checkpoint_hour
+from tauxcharge_assets.detection.detector import Z90, DetectorConfig, DetectorState, severity, step
+from tauxcharge_assets.elastic.bulk import bulk_write, delete_documents, deterministic_id, scan_pages
+from tauxcharge_assets.elastic.indices import IndexNames
+from tauxcharge_assets.elastic.queries import fetch_forecasts
+from tauxcharge_assets.reporting import metadata_table
+from tauxcharge_assets.settings import STEP_MINUTES, to_utc
+from tauxcharge_assets.window import kept_forecasts
 
-DETECTOR = "lstm-evidence-records"
-
-
+DETECTOR = "lstm-likelihood-range"
+STEP = pd.Timedelta(minutes=STEP_MINUTES)
 SCORED_COLUMNS = [
     "name",
     "timestamp",
@@ -25,85 +38,153 @@ SCORED_COLUMNS = [
     "residual",
     "z_score",
     "evidence",
-    "ratio_to_record",
+    "likelihood_decades",
+    "recent_surprise",
+    "usual_surprise",
     "score",
     "severity",
     "is_anomaly",
     "reason",
     "model_version",
 ]
-EVIDENCE_WORDS = {
-    "forecast": "the error against the one-step forecast",
-    "residual_level": "the shift of the recent forecast errors",
-    "value_level": "the shift of the recent level",
-    "variance": "the change in short-term variability",
-}
 
 
-def score_recent_slots(
-    actuals: pd.DataFrame, forecasts: pd.DataFrame, config: ScoringConfig, evaluated_slots: int = 1
-) -> pd.DataFrame:
+def slot_number(stamp: pd.Timestamp) -> int:
+    """The absolute 5-minute slot of ``stamp`` (its day is ``slot // 288``, a UTC day)."""
+    return int(to_utc(stamp).value // STEP.value)
+
+
+@dataclass(frozen=True)
+class TickScores:
+    """Scored rows of the evaluated slots, the checkpoint to save (the tick ends on the hour), and where the
+    detector started from."""
+
+    scored: pd.DataFrame
+    checkpoint: Checkpoint | None
+    started_from: str
+    replayed_slots: int
+
+    @property
+    def flagged(self) -> pd.DataFrame:
+        return self.scored.loc[self.scored["is_anomaly"].astype(bool)]
+
+
+def _wide(forecasts: pd.DataFrame, column: str, index: pd.Index, names: pd.Index) -> np.ndarray:
+    if forecasts.empty:
+        return np.full((len(index), len(names)), np.nan)
+    table = forecasts.pivot(index="target_timestamp", columns="name", values=column)
+    return table.reindex(index=index, columns=names).to_numpy(dtype=np.float64)
+
+
+def score_tick(
+    actuals: pd.DataFrame,
+    forecasts: pd.DataFrame,
+    checkpoint: Checkpoint | None,
+    config: DetectorConfig = DetectorConfig(),
+    evaluated_slots: int = 1,
+) -> TickScores:
     """Scores of the last ``evaluated_slots`` slots of ``actuals`` (slots x names, NaN = not observed).
 
-    ``forecasts``: the one-step-ahead forecasts made for those slots and earlier ones (name,
-    issued_at, target_timestamp, value, lower, upper, model_version). Slots without a forecast still
-    carry value-based evidence (level shift, variability); see ``scoring.score_series``.
+    The detector starts from ``checkpoint`` (the top of the first evaluated slot's hour) and replays the
+    slots since then; without one, from a fresh state at the window's first slot. ``forecasts``: the
+    one-step forecasts (``kept_forecasts.COLUMNS``) for the replayed slots.
     """
     if actuals.empty:
-        return pd.DataFrame(columns=SCORED_COLUMNS).astype({"is_anomaly": bool, "score": float})
+        return TickScores(pd.DataFrame(columns=SCORED_COLUMNS).astype({"is_anomaly": bool, "score": float}), None,
+                          "nothing to score", 0)  # fmt: skip
+    evaluated_slots = min(evaluated_slots, len(actuals))
+    first_evaluated = actuals.index[-evaluated_slots]
+    hour = checkpoint_hour(first_evaluated)
+    if checkpoint is not None and checkpoint.end == hour and hour >= actuals.index[0]:
+        start, state = hour, checkpoint.state.copy().for_names([str(n) for n in actuals.columns], config)
+        started_from = f"checkpoint of {hour.isoformat()}"
+    else:
+        start, state = actuals.index[0], DetectorState.new([str(n) for n in actuals.columns], config)
+        started_from = f"a fresh state at {start.isoformat()} (no checkpoint of {hour.isoformat()})"
+    replay = actuals.loc[actuals.index >= start]
     latest = forecasts.sort_values("issued_at").drop_duplicates(["name", "target_timestamp"], keep="last")
+    p50, p10, p90 = (_wide(latest, c, replay.index, replay.columns) for c in ("value", "lower", "upper"))
+    values = replay.to_numpy(dtype=np.float64)
+    save_at = checkpoint_hour(actuals.index[-1] + STEP)
+    to_save: Checkpoint | None = None
+    results = []
+    for t, stamp in enumerate(replay.index):
+        if stamp == save_at and stamp > start:
+            to_save = Checkpoint(save_at, state.copy())
+        result = step(state, slot_number(stamp), values[t], p10[t], p50[t], p90[t], config)
+        if t >= len(replay) - evaluated_slots:
+            results.append((stamp, t, result))
+    if save_at == actuals.index[-1] + STEP and to_save is None:
+        to_save = Checkpoint(save_at, state.copy())  # the tick ends on the hour: the next hour starts here
+    frames = [_rows(stamp, replay.columns, values[t], p10[t], p50[t], p90[t], result, config)
+              for stamp, t, result in results]  # fmt: skip
+    scored = pd.concat(frames, ignore_index=True)
+    scored = scored[np.isfinite(scored["score"])].reset_index(drop=True)
+    versions = latest.set_index(["name", "target_timestamp"])["model_version"] if len(latest) else pd.Series()
+    scored["model_version"] = versions.reindex(pd.MultiIndex.from_frame(scored[["name", "timestamp"]])).to_numpy()
+    scored = scored[SCORED_COLUMNS].sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+    return TickScores(scored, to_save, started_from, len(replay))
 
-    def wide(column: str) -> np.ndarray:
-        if latest.empty:
-            return np.full(actuals.shape, np.nan)
-        table = latest.pivot(index="target_timestamp", columns="name", values=column)
-        return table.reindex(index=actuals.index, columns=actuals.columns).to_numpy(dtype=np.float64)
 
-    p50, p10, p90 = wide("value"), wide("lower"), wide("upper")
-    values = actuals.to_numpy(dtype=np.float64)
-    evaluated_slots = min(evaluated_slots, len(values))
-    result = score_series(values, p10, p50, p90, config, last_slots=evaluated_slots)
-    rows = slice(len(values) - evaluated_slots, len(values))
-    names = np.array(actuals.columns)
-    stamps = actuals.index[rows]
-
-    def flat(array: np.ndarray) -> np.ndarray:
-        return np.asarray(array).reshape(-1)
-
+def _rows(
+    stamp: pd.Timestamp,
+    names: pd.Index,
+    actual: np.ndarray,
+    p10: np.ndarray,
+    p50: np.ndarray,
+    p90: np.ndarray,
+    result: Any,
+    config: DetectorConfig,
+) -> pd.DataFrame:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = np.where(actual >= p50, p90 - p50, p50 - p10)
+        z = (actual - p50) / np.maximum(half, 1e-9 * np.maximum(np.abs(p50), 1.0)) * Z90
     frame = pd.DataFrame(
         {
-            "name": np.tile(names, len(stamps)),
-            "timestamp": np.repeat(stamps, len(names)),
-            "actual": flat(values[rows]),
-            "forecast": flat(p50[rows]),
-            "lower": flat(p10[rows]),
-            "upper": flat(p90[rows]),
-            "z_score": flat(standardised_residuals(values[rows], p10[rows], p50[rows], p90[rows])),
-            "evidence": flat(result.strongest()),
-            "ratio_to_record": flat(result.combined_ratio),
-            "score": flat(result.score),
+            "name": np.asarray(names, dtype=object),
+            "timestamp": stamp,
+            "actual": actual,
+            "forecast": p50,
+            "lower": p10,
+            "upper": p90,
+            "residual": actual - p50,
+            "z_score": z,
+            "evidence": np.where(result.range_record, "range_record", "forecast_likelihood"),
+            "likelihood_decades": np.where(result.range_record, np.nan, result.score * config.score_decades),
+            "recent_surprise": result.averaged,
+            "usual_surprise": result.usual_mean,
+            "usual_spread": result.usual_std,
+            "low": result.low,
+            "high": result.high,
+            "score": result.score,
         }
     )
-    frame = frame[np.isfinite(frame["score"])].reset_index(drop=True)
-    frame["residual"] = frame["actual"] - frame["forecast"]
     frame["severity"] = severity(frame["score"].to_numpy(), config)
     frame["is_anomaly"] = frame["severity"] != "normal"
-    versions = latest.set_index(["name", "target_timestamp"])["model_version"] if len(latest) else pd.Series()
-    frame["model_version"] = versions.reindex(pd.MultiIndex.from_frame(frame[["name", "timestamp"]])).to_numpy()
-    frame["reason"] = [
-        f"actual {a:.4g} vs forecast {f:.4g} (80 % interval {lo:.4g}..{hi:.4g}): {EVIDENCE_WORDS[e]} "
-        f"is {r:.1f}x its largest value of the previous {config.record_window} slots"
-        for a, f, lo, hi, e, r in zip(
-            frame["actual"],
-            frame["forecast"],
-            frame["lower"],
-            frame["upper"],
-            frame["evidence"],
-            frame["ratio_to_record"],
-            strict=True,
+    frame["reason"] = [_reason(row, config) for row in frame.itertuples(index=False)]
+    return frame
+
+
+def _reason(row: Any, config: DetectorConfig) -> str:
+    """Why a value was flagged, in words an operator can check against the plot."""
+    forecast = (
+        f"forecast {row.forecast:.4g} (80 % interval {row.lower:.4g}..{row.upper:.4g})"
+        if np.isfinite(row.forecast)
+        else "no forecast"
+    )
+    if row.evidence == "range_record":
+        above = row.actual > row.high
+        edge = row.high if above else row.low
+        share = abs(row.actual - edge) / max(row.high - row.low, 1e-12)
+        return (
+            f"actual {row.actual:.4g} is {'above the highest' if above else 'below the lowest'} value of the last "
+            f"{config.range_days} days ({edge:.4g}) by {share:.0%} of that range; {forecast}"
         )
-    ]
-    return frame[SCORED_COLUMNS].sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+    return (
+        f"actual {row.actual:.4g} vs {forecast}: the forecast errors of the last {config.averaging_window} "
+        f"slots (mean surprise {row.recent_surprise:.2f}, usually {row.usual_surprise:.2f} +- {row.usual_spread:.2f}) "
+        f"are a 1-in-{10 ** min(row.likelihood_decades, 300):.3g} event for this name"
+    )
 
 
 def _number(value: float) -> float | None:
@@ -114,6 +195,7 @@ def _number(value: float) -> float | None:
 def anomaly_documents(
     anomalies: pd.DataFrame, partition_key: str, detected_at: pd.Timestamp
 ) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Ids from (detector, name, slot): a rerun or a backfill overwrites, never duplicates."""
     for row in anomalies.itertuples(index=False):
         timestamp = row.timestamp.isoformat()
         yield (
@@ -128,7 +210,9 @@ def anomaly_documents(
                 "residual": _number(row.residual),
                 "z_score": _number(row.z_score),
                 "evidence": row.evidence,
-                "ratio_to_record": float(row.ratio_to_record),
+                "likelihood_decades": _number(row.likelihood_decades),
+                "recent_surprise": _number(row.recent_surprise),
+                "usual_surprise": _number(row.usual_surprise),
                 "score": float(row.score),
                 "severity": row.severity,
                 "reason": row.reason,
@@ -137,3 +221,81 @@ def anomaly_documents(
                 "detected_at": detected_at.isoformat(),
             },
         )
+
+
+@dataclass(frozen=True)
+class TickReport:
+    """What ``report_tick`` did, with the metadata the Dagster UI shows."""
+
+    scores: TickScores
+    forecasts_from: str
+    earlier_forecasts: int
+    written: int
+    removed: int
+    checkpoint_written: int
+    config: DetectorConfig
+
+    def metadata(self) -> dict[str, Any]:
+        scored, flagged = self.scores.scored, self.scores.flagged
+        columns = ["name", "timestamp", "actual", "lower", "forecast", "upper", "evidence", "score", "severity",
+                   "reason"]  # fmt: skip
+        return {
+            "values_compared": len(scored),
+            "values_without_forecast": int(scored["forecast"].isna().sum()),
+            "anomalies": len(flagged),
+            "critical": int((flagged["severity"] == "critical").sum()),
+            "documents_written": self.written,
+            "documents_no_longer_found_removed": self.removed,
+            "detector_started_from": self.scores.started_from,
+            "detector_slots_replayed": self.scores.replayed_slots,
+            "detector_checkpoint_documents_written": self.checkpoint_written,
+            "earlier_forecasts_from": self.forecasts_from,
+            "earlier_forecasts": self.earlier_forecasts,
+            "thresholds": f"warning >= {self.config.warning_score}, critical >= {self.config.critical_score}",
+            "anomaly_table": metadata_table(flagged[columns]) if len(flagged) else MetadataValue.text("none"),
+        }
+
+
+def report_tick(
+    client: Elasticsearch,
+    indices: IndexNames,
+    partition_key: str,
+    window_end: pd.Timestamp,
+    as_of: pd.Timestamp,
+    actuals: pd.DataFrame,
+    issued: pd.DataFrame,
+    config: DetectorConfig,
+    evaluated_slots: int = 1,
+    forecast_lookback_slots: int = 36,
+    use_kept_forecasts: bool = True,
+) -> TickReport:
+    """Score this tick's newest slots, keep the next hour's checkpoint and the one-step forecasts, write the
+    anomalies and remove a rerun's stale ones. ``issued``: this tick's forecasts (finite rows)."""
+    end = to_utc(window_end)
+    checkpoints = CheckpointStore(client, indices.detector_state, config)
+    first_evaluated = end - STEP * min(evaluated_slots, max(len(actuals), 1))
+    checkpoint = checkpoints.load(checkpoint_hour(first_evaluated))
+    window_start = actuals.index[0] if len(actuals) else end
+    replay_from = checkpoint.end if checkpoint is not None else window_start
+    since = min(replay_from, end - STEP * max(forecast_lookback_slots, evaluated_slots))
+    store = kept_forecasts.store_for(indices.forecasts)
+    kept = store.load(end) if use_kept_forecasts else None
+    if kept is not None and kept.covers(since):
+        earlier, source = kept.between(since, end), "the previous tick (kept_forecasts)"
+    else:
+        earlier, source = fetch_forecasts(client, indices.forecasts, since, end, issued_by=as_of), "elasticsearch"
+    scores = score_tick(actuals, earlier, checkpoint, config, evaluated_slots)
+    checkpoint_written = checkpoints.save(scores.checkpoint) if scores.checkpoint is not None else 0
+    keep_from = end - STEP * (max(forecast_lookback_slots, evaluated_slots) - 1)
+    store.save(kept_forecasts.carry_forward(earlier, issued, keep_from, end + STEP))
+    documents = list(anomaly_documents(scores.flagged, partition_key, end))
+    written = bulk_write(client, indices.anomalies, documents)
+    # A rerun (a backfill after a detector or model change) must not leave what it no longer finds.
+    earlier_ids = {  # ids only: no _source, no doc values
+        hit["_id"]
+        for page in scan_pages(client, indices.anomalies, {"term": {"partition_key": partition_key}},
+                               with_ids=True, docvalue_fields=[])
+        for hit in page
+    }  # fmt: skip
+    removed = delete_documents(client, indices.anomalies, earlier_ids - {doc_id for doc_id, _ in documents})
+    return TickReport(scores, source, len(earlier), written, removed, checkpoint_written, config)

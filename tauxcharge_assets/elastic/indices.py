@@ -34,6 +34,10 @@ class IndexNames:
     def names(self) -> str:
         return f"{self.prefix}-names"
 
+    @property
+    def detector_state(self) -> str:
+        return f"{self.prefix}-detector-state"
+
 
 _SETTINGS = {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"}
 
@@ -78,13 +82,24 @@ _TEMPLATES: dict[str, dict[str, Any]] = {
             "residual": {"type": "float"},
             "z_score": {"type": "float"},
             "evidence": {"type": "keyword"},
-            "ratio_to_record": {"type": "float"},
+            "likelihood_decades": {"type": "float"},
+            "recent_surprise": {"type": "float"},
+            "usual_surprise": {"type": "float"},
             "score": {"type": "float"},
             "severity": {"type": "keyword"},
             "reason": {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 512}}},
             "model_version": {"type": "keyword"},
             "partition_key": {"type": "keyword"},
             "detected_at": {"type": "date"},
+        },
+    },
+    "detector_state": {  # one hourly checkpoint of the detector per name (detection.checkpoints)
+        "dynamic": "strict",
+        "properties": {
+            "name": {"type": "keyword"},
+            "checkpoint_at": {"type": "date"},
+            "day": {"type": "integer"},
+            "state": {"type": "object", "enabled": False},  # kept in _source only, never indexed
         },
     },
     "names": {
@@ -115,6 +130,8 @@ def ensure_indices(client: Elasticsearch, indices: IndexNames) -> None:
             except ApiError as error:
                 if error.status_code != 400 or "resource_already_exists" not in str(error):
                     raise
+        else:  # an index made by an older template gains the new fields (adding fields is always allowed)
+            client.indices.put_mapping(index=index, properties=mappings["properties"])
     client.cluster.health(wait_for_status="yellow", timeout="30s")
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
 
 from tauxcharge_assets.model import network as network_module
 from tauxcharge_assets.model.network import ModelHyperparameters, WindowBatch
@@ -33,24 +35,74 @@ def robust_floor(scale: np.ndarray, level: np.ndarray) -> np.ndarray:
     return np.maximum(scale, floor).astype(np.float32)
 
 
-@dataclass(frozen=True)
-class NameScaler:
-    """Each name's usual one-step change, fitted on training data only; unseen names use their window."""
+class NameScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+    """Each name's usual one-step change, fitted on training data only; unseen names use their window.
 
-    scales: dict[str, float]
+    A scikit-learn transformer over a wide frame (slots x names, NaN = missing), so it is fitted,
+    cloned and pickled like any other. ``fit`` learns ``scales_`` (name -> float); ``transform``
+    divides each column by its name's scale. The network itself gets raw windows plus a per-window
+    scale from ``for_windows`` and normalises inside its graph, relative to each window's last value;
+    that is why the training windows are not a ``Pipeline`` step after ``transform``:
+
+    * pre-dividing rounds differently in float32 (``x/s - l/s`` is not ``(x - l)/s``), so the training
+      results and forecasts would change, and the tick feeds raw tensors from Elasticsearch;
+    * a name the model never saw takes its own window's scale, which is known per window, not per column;
+    * the scales come from the training part of each series while the windows cover all of it
+      (the validation tail too), and ``Pipeline.fit_transform`` fits and transforms the same rows.
+    """
+
+    scales_: dict[str, float]
+    feature_names_in_: np.ndarray
+    n_features_in_: int
+
+    def fit(self, frame: pd.DataFrame, y: None = None) -> NameScaler:
+        """Scale of each column: its mean absolute one-step change, floored by ``robust_floor``.
+
+        Trailing NaN (``wide_frame`` pads shorter series) are ignored, like any other gap.
+        """
+        frame = _names_frame(frame)
+        scales: dict[str, float] = {}
+        for name in frame.columns:
+            values = frame[name].to_numpy(np.float64)
+            level = np.nanmedian(values) if np.isfinite(values).any() else 1.0
+            scales[str(name)] = float(robust_floor(one_step_scale(values), np.array([level]))[0])
+        return self._set_scales(scales)
 
     @classmethod
-    def fit(cls, series: Mapping[str, np.ndarray]) -> NameScaler:
-        scales: dict[str, float] = {}
-        for name, values in series.items():
-            values = np.asarray(values, dtype=np.float64)
-            level = np.nanmedian(values) if np.isfinite(values).any() else 1.0
-            scales[name] = float(robust_floor(one_step_scale(values), np.array([level]))[0])
-        return cls(scales)
+    def from_scales(cls, scales: Mapping[str, float]) -> NameScaler:
+        """A fitted scaler from stored scales (the registry's ``name_scales.json``)."""
+        return cls()._set_scales({str(name): float(scale) for name, scale in scales.items()})
+
+    def _set_scales(self, scales: dict[str, float]) -> NameScaler:
+        self.scales_ = scales
+        self.feature_names_in_ = np.asarray(list(scales), dtype=object)
+        self.n_features_in_ = len(scales)
+        return self
+
+    def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Each column over its name's scale (names unseen in ``fit`` are refused: see ``for_windows``)."""
+        frame = _names_frame(frame)
+        return frame / self._column_scales(frame)
+
+    def inverse_transform(self, frame: pd.DataFrame) -> pd.DataFrame:
+        frame = _names_frame(frame)
+        return frame * self._column_scales(frame)
+
+    def _column_scales(self, frame: pd.DataFrame) -> pd.Series:
+        check_is_fitted(self)
+        unseen = [str(name) for name in frame.columns if str(name) not in self.scales_]
+        if unseen:
+            raise ValueError(
+                f"{len(unseen)} name(s) not seen in fit, e.g. {unseen[:3]}; "
+                "for_windows gives them their window's own scale."
+            )
+        return pd.Series([self.scales_[str(name)] for name in frame.columns], index=frame.columns)
 
     def for_windows(self, names: Sequence[str], windows: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        """(n,) float32 scale of each window: its name's, or for an unseen name the window's own."""
+        check_is_fitted(self)
         observed = np.where(masks > 0, windows, np.nan)
-        known = np.array([self.scales.get(name, np.nan) for name in names], dtype=np.float64)
+        known = np.array([self.scales_.get(name, np.nan) for name in names], dtype=np.float64)
         missing = np.isnan(known)
         if missing.any():
             with np.errstate(all="ignore"), np.testing.suppress_warnings() as silence:
@@ -58,6 +110,32 @@ class NameScaler:
                 level = np.nanmedian(observed[missing], axis=1)
             known[missing] = robust_floor(one_step_scale(observed[missing]), level)
         return known.astype(np.float32)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Detector models pickled before this was a scikit-learn transformer stored a plain ``scales``."""
+        if "scales" in state and "scales_" not in state:
+            state = dict(NameScaler.from_scales(state["scales"]).__dict__)
+        super().__setstate__(state)
+
+
+def _names_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The names are the features: a frame with one column per name (``wide_frame`` builds one)."""
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"NameScaler takes a wide DataFrame (slots x names), not {type(frame).__name__}.")
+    if not frame.columns.is_unique:
+        raise ValueError("NameScaler needs one column per name; the frame repeats some.")
+    return frame
+
+
+def wide_frame(series: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Series of different lengths as one frame (slots x names), the shorter ones NaN-padded at the end."""
+    arrays = {str(name): np.asarray(values) for name, values in series.items()}
+    rows = max((len(values) for values in arrays.values()), default=0)
+    dtype = np.result_type(np.float32, *(values.dtype for values in arrays.values()))
+    table = np.full((rows, len(arrays)), np.nan, dtype=dtype)
+    for column, values in enumerate(arrays.values()):
+        table[: len(values), column] = values
+    return pd.DataFrame(table, columns=list(arrays))
 
 
 @dataclass(frozen=True)
@@ -222,8 +300,8 @@ def train_forecast_model(
 
     ``callbacks`` are extra Keras callbacks for the fit (the command line's epoch progress bar).
     """
-    scaler = NameScaler.fit(
-        {item.name: item.values[: int(len(item.values) * (1 - hp.holdout_fraction))] for item in series}
+    scaler = NameScaler().fit(
+        wide_frame({item.name: item.values[: int(len(item.values) * (1 - hp.holdout_fraction))] for item in series})
     )
     training = make_training_set(series, scaler, hp)
     network, history = network_module.fit(

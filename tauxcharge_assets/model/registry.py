@@ -120,7 +120,7 @@ def log_and_register(
         for name, table in (tables or {}).items():
             mlflow.log_table(table.reset_index(drop=True), f"{name}.json")
         mlflow.log_dict(hp.as_params(), f"{SIDECAR}/hyperparameters.json")
-        mlflow.log_dict(model.scaler.scales, f"{SIDECAR}/name_scales.json")
+        mlflow.log_dict(model.scaler.scales_, f"{SIDECAR}/name_scales.json")
         mlflow.log_dict(
             {
                 "interval_adjustment": [float(x) for x in model.interval_adjustment],
@@ -185,7 +185,7 @@ def load_forecast_model(tracking_uri: str, model_name: str, version: str) -> For
     return ForecastModel(
         network=network,
         hp=ModelHyperparameters(**sidecar("hyperparameters.json")),
-        scaler=NameScaler({str(k): float(v) for k, v in sidecar("name_scales.json").items()}),
+        scaler=NameScaler.from_scales(sidecar("name_scales.json")),
         interval_adjustment=np.asarray(calibration["interval_adjustment"], dtype=np.float32),
         validation_coverage=float(calibration["validation_coverage"]),
     )

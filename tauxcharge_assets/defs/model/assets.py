@@ -3,23 +3,16 @@ baselines, tracked and registered in MLflow; ``champion_model`` moves the alias 
 
 import dataclasses
 
-import pandas as pd
 from dagster import AssetDep, AssetExecutionContext, Config, Failure, LastPartitionMapping, Output, asset
 from pydantic import Field
 
-from tauxcharge_assets.data.cleaning import CleanedSeries, clean_series
-from tauxcharge_assets.data.name_ids import assign_name_ids
 from tauxcharge_assets.defs.resources import ElasticsearchResource, MlflowResource
-from tauxcharge_assets.elastic.queries import fetch_raw_metrics
-from tauxcharge_assets.model import backtest
-from tauxcharge_assets.model.forecaster import ForecastModel, LstmForecaster, series_from_frame, train_forecast_model
 from tauxcharge_assets.model.network import ModelHyperparameters
-from tauxcharge_assets.model.promotion import CHALLENGER, CHAMPION, promotion_decision
 from tauxcharge_assets.model.registry import (
     ModelHandle,
 )
+from tauxcharge_assets.model.training import NoTrainingDataError, load_history, train_challenger
 from tauxcharge_assets.reporting import backtest_plot, figure_markdown, loss_plot, metadata_table
-from tauxcharge_assets.settings import STEP_MINUTES, to_utc
 
 _HP = ModelHyperparameters()  # every model default lives in the dataclass; the config only describes it
 
@@ -59,69 +52,6 @@ class TrainingConfig(Config):
         return ModelHyperparameters(**{**values, **overrides})
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainingHistory:
-    cleaned: CleanedSeries
-    name_ids: dict[str, int]
-    until: pd.Timestamp
-
-    def series(self) -> dict[str, object]:
-        observed = self.cleaned.values.where(self.cleaned.observed)
-        return {str(name): observed[name].to_numpy("float32") for name in observed.columns}
-
-    @property
-    def start_times(self) -> dict[str, pd.Timestamp]:
-        return {str(name): self.cleaned.values.index[0] for name in self.cleaned.values.columns}
-
-
-def load_history(
-    elasticsearch: ElasticsearchResource, training_days: float, train_until: str | None
-) -> TrainingHistory:
-    until = to_utc(train_until) if train_until else pd.Timestamp.now(tz="UTC")
-    until = until.floor(f"{STEP_MINUTES}min")
-    since = until - pd.Timedelta(days=training_days)
-    client = elasticsearch.get_client()
-    raw = fetch_raw_metrics(client, elasticsearch.indices.metrics, since, until, as_of=until)
-    cleaned = clean_series(raw, since, until)
-    if not cleaned.names:
-        raise Failure(
-            f"No metric documents between {since} and {until} in {elasticsearch.indices.metrics}: load data first."
-        )
-    name_ids, _ = assign_name_ids(client, elasticsearch.indices.names, cleaned.names)
-    return TrainingHistory(cleaned, name_ids, until)
-
-
-def backtest_against(
-    history: TrainingHistory,
-    challenger: ForecastModel,
-    champion: ForecastModel | None,
-    hp: ModelHyperparameters,
-    origin_step: int,
-) -> backtest.BacktestResult:
-    """Every candidate forecasts the same held-out origins: the challenger, the champion, the baselines."""
-    spec = backtest.BacktestSpec(
-        train_fraction=1 - hp.holdout_fraction,
-        horizon=hp.horizon,
-        report_horizons=tuple(sorted({1, hp.horizon})),
-        origin_step=origin_step,
-    )
-    candidates: list[backtest.Forecaster] = [
-        LstmForecaster(hp, history.start_times, challenger, history.name_ids, name=CHALLENGER)
-    ]
-    if champion is not None:
-        candidates.append(LstmForecaster(champion.hp, history.start_times, champion, history.name_ids, name=CHAMPION))
-    return backtest.run_backtest(history.series(), [*candidates, *backtest.baseline_forecasters(spec)], spec)
-
-
-def backtest_metrics(result: backtest.BacktestResult) -> dict[str, float]:
-    summary = result.summary()
-    return {
-        f"backtest_{row.forecaster}_{column}_h{row.horizon}": float(getattr(row, column))
-        for row in summary.itertuples()
-        for column in ("median_mase", "mean_mase", "coverage")
-    }
-
-
 @asset(
     group_name="model",
     kinds={"tensorflow", "mlflow"},
@@ -134,34 +64,28 @@ def trained_model(
     mlflow: MlflowResource,
 ) -> Output[ModelHandle]:
     """A challenger trained on the latest history, registered with its backtest against the champion."""
-    history = load_history(elasticsearch, config.training_days, config.train_until)
-    hp = config.hyperparameters()
-    vocabulary = max(history.name_ids.values(), default=0) + 1
-    model = train_forecast_model(
-        series_from_frame(history.cleaned.values.where(history.cleaned.observed), history.name_ids), hp, vocabulary
-    )
+    try:
+        history = load_history(
+            elasticsearch.get_client(), elasticsearch.indices, config.training_days, config.train_until
+        )
+    except NoTrainingDataError as error:
+        raise Failure(str(error)) from None
     current = mlflow.champion_version()
     champion = mlflow.load_model(current) if current else None
-    result = backtest_against(history, model, champion, hp, config.backtest_origin_step)
-    summary = result.summary()
-    baselines = [f.name for f in backtest.baseline_forecasters()]
-    decision = promotion_decision(summary, baselines, current)
-    metrics = {**backtest_metrics(result), "validation_coverage_80": model.validation_coverage}
+    challenger = train_challenger(history, config.hyperparameters(), champion, current, config.backtest_origin_step)
+    summary = challenger.summary
     handle = mlflow.log_and_register(
-        model,
-        metrics,
+        challenger.model,
+        challenger.metrics,
         tags={"dagster_run_id": context.run.run_id, "dagster_asset": "trained_model"},
         trained_through=history.until,
-        extra_params={
-            "names": len(history.name_ids),
-            "vocabulary_size": vocabulary,
-            "training_days": config.training_days,
-        },
-        figures={"loss": loss_plot(model.history), "backtest": backtest_plot(summary)},
-        tables={"backtest_summary": summary, "backtest_per_name": result.frame},
-        decision=decision,
-    )
-    context.log.info(f"version {handle.version}: {decision['reason']}")
+        extra_params={"names": len(history.name_ids), "vocabulary_size": history.vocabulary,
+                      "training_days": config.training_days},
+        figures={"loss": loss_plot(challenger.model.history), "backtest": backtest_plot(summary)},
+        tables={"backtest_summary": summary, "backtest_per_name": challenger.result.frame},
+        decision=challenger.decision,
+    )  # fmt: skip
+    context.log.info(f"version {handle.version}: {challenger.decision['reason']}")
     return Output(
         handle,
         metadata={
@@ -169,12 +93,12 @@ def trained_model(
             "mlflow_run_id": handle.run_id,
             "trained_through": handle.trained_through,
             "names": len(history.name_ids),
-            "epochs_run": len(model.history.get("loss", [])),
-            "validation_coverage_80": model.validation_coverage,
+            "epochs_run": len(challenger.model.history.get("loss", [])),
+            "validation_coverage_80": challenger.model.validation_coverage,
             "backtest": metadata_table(summary),
             "backtest_plot": figure_markdown(backtest_plot(summary)),
-            "promotion": decision["reason"],
-            "loss_curve": figure_markdown(loss_plot(model.history)),
+            "promotion": challenger.decision["reason"],
+            "loss_curve": figure_markdown(loss_plot(challenger.model.history)),
         },
     )
 

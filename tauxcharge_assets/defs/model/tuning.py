@@ -1,16 +1,13 @@
 """A small hyperparameter search, run on demand as its own job; every trial is a nested MLflow run."""
 
-import itertools
-import random
-
 import pandas as pd
 from dagster import AssetExecutionContext, Output, asset
 from pydantic import Field
 
-from tauxcharge_assets.defs.model.assets import TrainingConfig, backtest_against, backtest_metrics, load_history
+from tauxcharge_assets.defs.model.assets import TrainingConfig
 from tauxcharge_assets.defs.resources import ElasticsearchResource, MlflowResource
-from tauxcharge_assets.model.forecaster import series_from_frame, train_forecast_model
-from tauxcharge_assets.model.promotion import CHALLENGER, DECISION_HORIZON, DECISION_METRIC
+from tauxcharge_assets.model.promotion import DECISION_METRIC
+from tauxcharge_assets.model.training import load_history, run_search, trial_grid
 from tauxcharge_assets.reporting import metadata_table
 
 
@@ -24,55 +21,30 @@ class SearchConfig(TrainingConfig):
     epochs: int = 4
 
 
-def trial_grid(config: SearchConfig) -> list[dict[str, float | int]]:
-    """The grid in a seeded random order, cut at ``max_trials``: reruns try the same trials."""
-    grid = [
-        {"window": w, "lstm_units": u, "learning_rate": lr}
-        for w, u, lr in itertools.product(config.windows, config.lstm_units_grid, config.learning_rates)
-    ]
-    random.Random(config.seed).shuffle(grid)
-    return grid[: config.max_trials]
-
-
 @asset(group_name="model", kinds={"tensorflow", "mlflow"})
 def hyperparameter_search(
     context: AssetExecutionContext, config: SearchConfig, elasticsearch: ElasticsearchResource, mlflow: MlflowResource
 ) -> Output[pd.DataFrame]:
     """Each trial trains on the same history and is judged on the same backtest as a retrain would be."""
-    import mlflow as mlflow_client
+    import mlflow as tracker
 
-    history = load_history(elasticsearch, config.training_days, config.train_until)
-    vocabulary = max(history.name_ids.values(), default=0) + 1
-    observed = history.cleaned.values.where(history.cleaned.observed)
+    history = load_history(elasticsearch.get_client(), elasticsearch.indices, config.training_days, config.train_until)
+    trials = trial_grid(config.windows, config.lstm_units_grid, config.learning_rates, config.max_trials, config.seed)
     experiment_id = mlflow.ensure_experiment()
-    rows = []
-    with mlflow_client.start_run(
-        experiment_id=experiment_id,
-        run_name="hyperparameter_search",
-        tags={"dagster_run_id": context.run.run_id, "dagster_asset": "hyperparameter_search"},
-    ) as parent:
-        for number, overrides in enumerate(trial_grid(config)):
-            hp = config.hyperparameters(**overrides)
-            with mlflow_client.start_run(experiment_id=experiment_id, run_name=f"trial-{number}", nested=True) as run:
-                mlflow_client.log_params(hp.as_params())
-                model = train_forecast_model(series_from_frame(observed, history.name_ids), hp, vocabulary)
-                result = backtest_against(history, model, None, hp, config.backtest_origin_step)
-                metrics = backtest_metrics(result)
-                mlflow_client.log_metrics(metrics)
-                score = metrics[f"backtest_{CHALLENGER}_{DECISION_METRIC}_h{DECISION_HORIZON}"]
-                rows.append(
-                    {
-                        **overrides,
-                        DECISION_METRIC: score,
-                        "coverage": model.validation_coverage,
-                        "run_id": run.info.run_id,
-                    }
-                )
-                context.log.info(f"trial {number} {overrides}: {DECISION_METRIC} {score:.3f}")
-        table = pd.DataFrame(rows).sort_values(DECISION_METRIC, kind="stable").reset_index(drop=True)
+    tags = {"dagster_run_id": context.run.run_id, "dagster_asset": "hyperparameter_search"}
+    with tracker.start_run(experiment_id=experiment_id, run_name="hyperparameter_search", tags=tags) as parent:
+        table = run_search(
+            history,
+            trials,
+            config.hyperparameters,
+            config.backtest_origin_step,
+            tracker,
+            experiment_id,
+            context.log.info,
+        )
         best = table.iloc[0].to_dict()
-        mlflow_client.log_params({f"best_{key}": best[key] for key in ("window", "lstm_units", "learning_rate")})
-        mlflow_client.log_metric(f"best_{DECISION_METRIC}", float(best[DECISION_METRIC]))
+        tracker.log_params({f"best_{key}": best[key] for key in ("window", "lstm_units", "learning_rate")})
+        tracker.log_metric(f"best_{DECISION_METRIC}", float(best[DECISION_METRIC]))
     return Output(
         table,
         metadata={

@@ -10,14 +10,11 @@ from tauxcharge_assets.data.cleaning import CleanedSeries
 from tauxcharge_assets.data.sequences import SequenceTensors
 from tauxcharge_assets.defs.partitions import tick_partitions, tick_window
 from tauxcharge_assets.defs.resources import ElasticsearchResource, MlflowResource
-from tauxcharge_assets.detection.report import anomaly_documents, score_recent_slots
-from tauxcharge_assets.detection.scoring import ScoringConfig
-from tauxcharge_assets.elastic.bulk import bulk_write, delete_documents, scan_pages
-from tauxcharge_assets.elastic.queries import fetch_forecasts
+from tauxcharge_assets.detection.detector import DetectorConfig
+from tauxcharge_assets.detection.report import report_tick
+from tauxcharge_assets.elastic.bulk import bulk_write
 from tauxcharge_assets.model.forecast_documents import forecast_documents, forecast_frame, written_forecasts
 from tauxcharge_assets.reporting import figure_markdown, forecast_plot, metadata_table
-from tauxcharge_assets.settings import STEP_MINUTES
-from tauxcharge_assets.window import kept_forecasts
 
 
 @asset(
@@ -69,48 +66,41 @@ def forecasts(
     )
 
 
-_SCORING = ScoringConfig()  # the detector's defaults live in its dataclass
+_DETECTOR = DetectorConfig()  # the detector's defaults live in its dataclass
 
 
 class AnomalyConfig(Config):
-    """Thresholds and windows of the anomaly score (see ``scoring.score_series``); configuration, not code."""
+    """Thresholds of the anomaly score (see ``detection.detector``); configuration, not code. The defaults
+    are the thresholds evaluated on NAB (BENCHMARKS.md)."""
 
     warning_score: float = Field(
-        default=_SCORING.warning_score, description="0.5 = as unusual as the name's record of the last day"
+        default=_DETECTOR.warning_score, description="0.5 = the recent forecast errors are a 1-in-100,000 event"
     )
     critical_score: float = Field(
-        default=_SCORING.critical_score, description="0.8 = four times the name's record of the last day"
+        default=_DETECTOR.critical_score, description="0.6 = a 1-in-a-million event; 1.0 = a new 30-day record"
     )
-    level_window: int = Field(
-        default=_SCORING.level_window, description="Recent slots averaged for the level-shift evidence"
-    )
-    baseline_window: int = Field(
-        default=_SCORING.baseline_window, description="Slots forming the usual level and variability"
-    )
-    record_window: int = Field(
-        default=_SCORING.record_window, description="Each evidence is divided by its maximum over these slots"
-    )
-    alarm_window: int = Field(
-        default=_SCORING.alarm_window, description="A slot must beat the scores of these slots: one alarm per episode"
-    )
-    min_history: int = Field(
-        default=_SCORING.min_history, description="Slots of evidence needed before a record counts"
+    range_tolerance: float = Field(
+        default=_DETECTOR.range_tolerance, description="A value beyond the 30-day range by this share of it is a record"
     )
     forecast_lookback_slots: int = Field(
         default=36,
-        description="Slots of one-step forecasts read back from ES for the forecast evidence (cost: slots x names "
-        "documents per tick); the value evidence uses the whole 24 h window",
+        description="Slots of one-step forecasts kept between ticks (the detector replays at most 12 of them "
+        "from its hourly checkpoint)",
     )
     evaluated_slots: int = Field(default=1, description="Newest slots scored and reported by each tick")
     incremental: bool = Field(
         default=True,
-        description="Start from the one-step forecasts the previous tick kept (see forecast_window) instead of "
+        description="Start from the one-step forecasts the previous tick kept (see window.kept_forecasts) instead of "
         "reading them back from ES; the result is the same",
     )
 
-    def scoring(self) -> ScoringConfig:
-        fields = {field.name for field in dataclasses.fields(ScoringConfig)}
-        return ScoringConfig(**{k: v for k, v in self.model_dump().items() if k in fields})
+    def detector(self) -> DetectorConfig:
+        return dataclasses.replace(
+            _DETECTOR,
+            warning_score=self.warning_score,
+            critical_score=self.critical_score,
+            range_tolerance=self.range_tolerance,
+        )
 
 
 @asset(partitions_def=tick_partitions, group_name="serving", kinds={"pandas", "elasticsearch"})
@@ -121,53 +111,19 @@ def anomaly_report(
     cleaned_series: CleanedSeries,
     forecasts: pd.DataFrame,
 ) -> Output[pd.DataFrame]:
-    """This tick's newest actual values against the forecasts made for them one step before."""
+    """This tick's newest actual values scored by the detector against the forecasts made for them."""
     window = tick_window(context.partition_key)
-    actuals = cleaned_series.values.where(cleaned_series.observed)
-    lookback = max(config.forecast_lookback_slots, config.evaluated_slots)
-    since = window.end - pd.Timedelta(minutes=STEP_MINUTES * lookback)
-    client = elasticsearch.get_client()
-    store = kept_forecasts.store_for(elasticsearch.indices.forecasts)
-    kept = store.load(window.end) if config.incremental else None
-    if kept is not None and not kept.covers(since):
-        kept = None  # kept for a shorter lookback than this tick's: read them all back once
-    if kept is None:
-        earlier = fetch_forecasts(client, elasticsearch.indices.forecasts, since, window.end, issued_by=window.as_of)
-    else:
-        earlier = kept.between(since, window.end)
-    scored = score_recent_slots(actuals, earlier, config.scoring(), config.evaluated_slots)
-    step = pd.Timedelta(minutes=STEP_MINUTES)
-    store.save(kept_forecasts.carry_forward(earlier, written_forecasts(forecasts), since + step, window.end + step))
-    flagged = scored.loc[scored["is_anomaly"].astype(bool)]
-    documents = list(anomaly_documents(flagged, context.partition_key, window.end))
-    written = bulk_write(client, elasticsearch.indices.anomalies, documents)
-    # A rerun (a backfill after a detector or model change) must not leave what it no longer finds.
-    earlier_ids = {  # ids only: no _source, no doc values
-        hit["_id"]
-        for page in scan_pages(
-            client,
-            elasticsearch.indices.anomalies,
-            {"term": {"partition_key": context.partition_key}},
-            with_ids=True,
-            docvalue_fields=[],
-        )
-        for hit in page
-    }
-    removed = delete_documents(client, elasticsearch.indices.anomalies, earlier_ids - {i for i, _ in documents})
-    columns = ["name", "timestamp", "actual", "lower", "forecast", "upper", "evidence", "score", "severity", "reason"]
-    return Output(
-        scored,
-        metadata={
-            "values_compared": len(scored),
-            "values_without_forecast": int(scored["forecast"].isna().sum()),
-            "anomalies": len(flagged),
-            "critical": int((flagged["severity"] == "critical").sum()),
-            "documents_written": written,
-            "documents_no_longer_found_removed": removed,
-            "forecasts_issued_this_tick": len(forecasts),
-            "earlier_forecasts_from": "elasticsearch" if kept is None else "the previous tick (forecast_window)",
-            "earlier_forecasts": len(earlier),
-            "thresholds": f"warning >= {config.warning_score}, critical >= {config.critical_score}",
-            "anomaly_table": metadata_table(flagged[columns]),
-        },
+    report = report_tick(
+        elasticsearch.get_client(),
+        elasticsearch.indices,
+        context.partition_key,
+        window.end,
+        window.as_of,
+        cleaned_series.values.where(cleaned_series.observed),
+        written_forecasts(forecasts),
+        config.detector(),
+        config.evaluated_slots,
+        config.forecast_lookback_slots,
+        config.incremental,
     )
+    return Output(report.scores.scored, metadata={**report.metadata(), "forecasts_issued_this_tick": len(forecasts)})
