@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
@@ -42,3 +44,15 @@ def test_labels_mark_the_injected_anomalies(tmp_path) -> None:
     assert len(recent) >= 3
     path = save_labels(sim, tmp_path / "labels.json")
     pd.testing.assert_frame_equal(load_labels(path), sim.labels)
+
+
+def test_new_fields_at_their_defaults_keep_the_demo_series_and_styles_have_their_own_draws() -> None:
+    spec = SimulationSpec(n_names=6, days=3, end=END, seed=9, anomalies_per_name=1.0)
+    sim = simulate(spec)
+    assert set(sim.styles["unit"]) == {"percent"} and set(sim.styles["noise"]) == {"normal"}
+    assert (sim.styles["rows"] == spec.steps).all() and not sim.styles["anomaly_free"].any()
+    assert set(sim.labels["kind"]) <= {"spike", "level_shift", "flat_line", "drift"}
+    with_counts = simulate(dataclasses.replace(spec, count_share=0.5))
+    percent = with_counts.styles.loc[with_counts.styles["unit"] == "percent", "name"]
+    pd.testing.assert_frame_equal(with_counts.values[percent], sim.values[percent])
+    pd.testing.assert_frame_equal(with_counts.labels, sim.labels)
