@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from tauxcharge_assets.cli.errors import EXIT_UNAVAILABLE, UserFacingError, latest_run_failure, quiet_run_failures
+from tauxcharge_assets.cli.progress import Step
 from tauxcharge_assets.cli.runner import (
     dagster_instance,
     ensure_elasticsearch,
@@ -29,10 +31,14 @@ from tauxcharge_assets.settings import STEP_MINUTES, data_dir, to_utc
 
 
 def load_simulation(elasticsearch: ElasticsearchResource, spec: SimulationSpec, labels_path: Path) -> int:
-    sim = simulate(spec)
+    with Step(f"Simulating {spec.n_names} names x {spec.days:g} days"):
+        sim = simulate(spec)
     save_labels(sim, labels_path)
     client = elasticsearch.get_client()
-    return bulk_write(client, elasticsearch.indices.metrics, sim.documents())
+    # The documents are counted as the bulk writer pulls them (at most two chunks ahead of the server).
+    expected = round(int(sim.values.notna().to_numpy().sum()) * (1 + spec.duplicate_rate))
+    with Step(f"Writing to {elasticsearch.indices.metrics}", total=expected, unit="doc") as step:
+        return bulk_write(client, elasticsearch.indices.metrics, step.wrap(sim.documents()))
 
 
 @dataclass(frozen=True)
@@ -77,12 +83,30 @@ def run_demo(
         print(f"Reusing model version {latest['version']} trained through {train_until}.", flush=True)
     else:
         print(f"Training the global LSTM on {days:g} days through {train_until} ...", flush=True)
-        promoted = train(resources, train_until, instance)
+        try:
+            with Step("Training (retrain job)"), quiet_run_failures():
+                promoted = train(resources, train_until, instance)
+        except RuntimeError as error:
+            if type(error) is not RuntimeError:  # e.g. ElasticsearchUnavailableError: reported as itself
+                raise
+            # ``train`` says only that trained_model did not materialize; the why is in the run's events.
+            reason = latest_run_failure(instance) or str(error)
+            raise UserFacingError(
+                f"Training failed: {reason} (`dagster dev` shows the run's log)", EXIT_UNAVAILABLE
+            ) from error
         champion = champion_version(mlflow.tracking_uri, mlflow.registered_model_name)
+        if champion is None:  # the first version lost to the naive forecast: the ticks cannot forecast
+            reason = latest_run_failure(instance) or "the new version was not promoted"
+            raise UserFacingError(
+                f"No champion model to forecast with: {reason}. Rerun with more history (--days, --names), or "
+                "promote a version by hand (`python -m tauxcharge_assets promote --version N`).",
+                EXIT_UNAVAILABLE,
+            )
         print(f"Champion: version {champion} ({'new' if promoted else 'kept: the new version did not win'}).")
     keys = [partition_key_ending_at(train_until + (i + 1) * step) for i in range(replay_slots)]
     print(f"Materializing the tick assets for {len(keys)} partitions {keys[0]} .. {keys[-1]} ...", flush=True)
-    materialize_ticks(keys, resources, instance)
+    with Step("Tick runs", total=len(keys), unit="partition") as ticks, quiet_run_failures():
+        materialize_ticks(keys, resources, instance, progress=lambda key: ticks.update())
     after = {kind: count_documents(client, getattr(indices, kind)) for kind in ("metrics", "forecasts", "anomalies")}
     forecasts = _documents_frame(client, indices.forecasts, {"term": {"issued_at": end.isoformat()}})
     window = {"range": {"timestamp": {"gte": (train_until).isoformat(), "lt": end.isoformat()}}}
