@@ -56,7 +56,7 @@ def test_a_tick_inside_the_hour_starts_from_its_checkpoint_and_replays_the_slots
     assert result.checkpoint is None  # only the tick ending on the hour writes one
     jumps = result.scored.set_index("name").loc["jumps"]
     assert jumps["severity"] == "critical" and jumps["evidence"] == "range_record" and jumps["score"] == 1.0
-    assert jumps["reason"].startswith("actual 95 is above the highest value of the last 30 days")
+    assert jumps["reason"].startswith("actual 95 is above the highest value seen in up to 30 days")
     assert jumps["model_version"] == "3"
     calm = result.scored.set_index("name").loc["calm"]
     assert not calm["is_anomaly"]

@@ -196,7 +196,7 @@ def _reason(row: Any, config: DetectorConfig) -> str:
         edge = row.high if above else row.low
         share = abs(row.actual - edge) / max(row.high - row.low, 1e-12)
         return (
-            f"actual {row.actual:.4g} is {'above the highest' if above else 'below the lowest'} value of the last "
+            f"actual {row.actual:.4g} is {'above the highest' if above else 'below the lowest'} value seen in up to "
             f"{config.range_days} days ({edge:.4g}) by {share:.0%} of that range; {forecast}"
         )
     return (
