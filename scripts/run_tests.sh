@@ -4,7 +4,8 @@
 # a run that tests nothing must not pass.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-.venv/bin/python -m ruff check tauxcharge_assets tauxcharge_assets_tests || exit 1
+# Everything the suite imports is linted: the package, the tests, and the benchmarks/ and scripts/ they load.
+.venv/bin/python -m ruff check tauxcharge_assets tauxcharge_assets_tests benchmarks scripts || exit 1
 .venv/bin/python -m pytest "$@"
 rc=$?
 if [ "$rc" = 5 ]; then

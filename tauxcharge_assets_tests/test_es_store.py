@@ -1,11 +1,13 @@
 """Against the real Elasticsearch: reads as of a time, bad documents, idempotent writes, name ids."""
 
 import threading
+from typing import Any
 
 import pandas as pd
 import pytest
+from elasticsearch import ConflictError, Elasticsearch
 
-from tauxcharge_assets.data.name_ids import UNKNOWN_NAME_ID, assign_name_ids, load_name_ids
+from tauxcharge_assets.data.name_ids import COUNTER_ID, UNKNOWN_NAME_ID, assign_name_ids, load_name_ids
 from tauxcharge_assets.defs.resources import ElasticsearchResource
 from tauxcharge_assets.elastic import server as es_server
 from tauxcharge_assets.elastic.bulk import bulk_write
@@ -76,18 +78,62 @@ def test_names_keep_their_ids_and_new_names_get_new_ones(es_resource: Elasticsea
     assert second["c"] not in (first["a"], first["b"])
 
 
+class _RacingClient:
+    """The real client, except that each writer's first read of the id counter waits for the other's:
+    both hold the same counter (same ``_seq_no``) before either writes it, the race the compare-and-set
+    must win. Conflicts on the counter are counted."""
+
+    def __init__(self, client: Elasticsearch, barrier: threading.Barrier, conflicts: list[str]) -> None:
+        self._client, self._barrier, self._conflicts = client, barrier, conflicts
+        self._waited: set[int] = set()
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._client, attribute)
+
+    def get(self, **kwargs: Any) -> Any:
+        counter = self._client.get(**kwargs)
+        if kwargs.get("id") == COUNTER_ID and threading.get_ident() not in self._waited:
+            self._waited.add(threading.get_ident())
+            self._barrier.wait(timeout=60)  # the other writer has read the same counter too
+        return counter
+
+    def index(self, **kwargs: Any) -> Any:
+        try:
+            return self._client.index(**kwargs)
+        except ConflictError:
+            if kwargs.get("id") == COUNTER_ID:
+                self._conflicts.append(threading.current_thread().name)
+            raise
+
+
 def test_concurrent_writers_never_share_an_id(es_resource: ElasticsearchResource) -> None:
+    """Two backfills reserve ids from the same counter state at once: the compare-and-set makes one of
+    them retry, so no id is given twice (without it both would hand out the same block)."""
     client = es_resource.get_client()
     index = es_resource.indices.names
-    batches = [[f"n{i}-{j}" for j in range(5)] + ["shared"] for i in range(4)]
-    threads = [threading.Thread(target=assign_name_ids, args=(client, index, names)) for names in batches]
+    assign_name_ids(client, index, ["first"])  # the counter exists: both writers will read it
+    barrier, conflicts = threading.Barrier(2), []
+    racing = _RacingClient(client, barrier, conflicts)
+    batches = [[f"n{i}-{j}" for j in range(5)] + ["shared"] for i in range(2)]
+    failures: list[BaseException] = []
+
+    def writer(names: list[str]) -> None:
+        try:
+            assign_name_ids(racing, index, names)
+        except BaseException as error:  # surfaced below, not lost in the thread
+            failures.append(error)
+
+    threads = [threading.Thread(target=writer, args=(names,), name=f"writer-{i}") for i, names in enumerate(batches)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(timeout=120)
+    assert not failures, failures
     ids = load_name_ids(client, index)
-    assert len(ids) == 21
-    assert len(set(ids.values())) == 21
+    assert len(ids) == 1 + 2 * 5 + 1
+    assert len(set(ids.values())) == len(ids), ids
+    assert UNKNOWN_NAME_ID not in ids.values()
+    assert len(conflicts) == 1  # the race did happen: exactly one writer lost the compare-and-set and retried
 
 
 def test_local_server_status_is_reported(es_url: str) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 import pytest
-from dagster import AssetKey, FilesystemIOManager, SkipReason, build_sensor_context, materialize
+from dagster import AssetKey, DagsterInstance, FilesystemIOManager, SkipReason, build_sensor_context, materialize
 
 from tauxcharge_assets.cli.runner import QUIET
 from tauxcharge_assets.data.simulator import SimulationSpec, simulate
@@ -26,7 +26,8 @@ from tauxcharge_assets.defs.resources import ElasticsearchResource, MlflowResour
 from tauxcharge_assets.defs.serving.jobs import TICK_ASSETS
 from tauxcharge_assets.elastic.bulk import bulk_write, scan_pit
 from tauxcharge_assets.elastic.queries import count_documents, fetch_raw_metrics
-from tauxcharge_assets.model.registry import champion_version, promote
+from tauxcharge_assets.model.registry import champion_version, latest_version, promote
+from tauxcharge_assets_tests.test_promises_checks import step_outcomes
 
 STEP = pd.Timedelta(minutes=5)
 TRAINING = {"training_days": 2.5, "epochs": 2, "lstm_units": 8, "dense_units": 8, "sample_stride": 12}
@@ -80,6 +81,7 @@ def pipeline(es_url: str, mlflow_resource: MlflowResource, tmp_path_factory) -> 
 
     live_start = end - 4 * STEP
     load_arrived_by(live_start)
+    champion_before = champion_version(mlflow_resource.tracking_uri, mlflow_resource.registered_model_name)
     retrain = materialize(
         [*ALL_ASSETS, *ALL_CHECKS],
         raise_on_error=False,
@@ -92,7 +94,12 @@ def pipeline(es_url: str, mlflow_resource: MlflowResource, tmp_path_factory) -> 
     )
     handle = retrain.output_for_node("trained_model")
     promoted = {e.asset_key for e in retrain.get_asset_materialization_events()}
-    if AssetKey("champion_model") not in promoted:  # a 2.5-day toy model may lose to naive: operator override
+    gate = {e.check_name: e.passed for e in retrain.get_asset_check_evaluations()}["challenger_beats_champion"]
+    champion_after = champion_version(mlflow_resource.tracking_uri, mlflow_resource.registered_model_name)
+    if AssetKey("champion_model") in promoted:  # the gate passed: champion_model moved the alias itself
+        assert gate is True and champion_after == handle.version
+    else:  # a 2.5-day toy model may lose to naive: the alias stayed, then an operator override
+        assert gate is False and champion_after == champion_before
         promote(mlflow_resource.tracking_uri, mlflow_resource.registered_model_name, handle.version)
     keys = [partition_key_ending_at(live_start + (i + 1) * STEP) for i in range(4)]
     state = Pipeline(resources, es, end, keys, spike_name, spike_at, {}, {}, 0)
@@ -249,14 +256,17 @@ def test_a_fresh_process_forecasts_with_the_champion_without_importing_tensorflo
 def test_the_forecasts_come_from_the_champion_and_a_worse_challenger_does_not_replace_it(
     pipeline: Pipeline, mlflow_resource: MlflowResource
 ) -> None:
-    champion = champion_version(mlflow_resource.tracking_uri, mlflow_resource.registered_model_name)
+    uri, name = mlflow_resource.tracking_uri, mlflow_resource.registered_model_name
+    champion = champion_version(uri, name)
     assert set(pipeline.live_forecasts[pipeline.keys[-1]]["model_version"]) == {champion}
     diverging = {**TRAINING, "learning_rate": 50.0, "train_until": (pipeline.end - 4 * STEP).isoformat()}
+    instance = DagsterInstance.ephemeral()
     result = materialize(
         [*ALL_ASSETS, *ALL_CHECKS],
         selection=MODEL_ASSETS,
         resources=pipeline.resources,
         run_config={**QUIET, "ops": {"trained_model": {"config": diverging}}},
+        instance=instance,
         raise_on_error=False,
     )
     challenger = result.output_for_node("trained_model")
@@ -264,8 +274,19 @@ def test_the_forecasts_come_from_the_champion_and_a_worse_challenger_does_not_re
     assert f"champion (version {champion})" in challenger.decision["rivals"]
     evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert evaluations["challenger_beats_champion"] is False
+    # The gate is blocking: champion_model never started (skipped), it did not fail on its own, and the
+    # gate's step is the run's only failure.
+    outcomes = step_outcomes(instance, result.run_id)
+    assert outcomes["trained_model"] == "succeeded" and outcomes["champion_model"] == "skipped", outcomes
+    assert {key for key, outcome in outcomes.items() if outcome == "failed"} == {
+        key for key in outcomes if key.endswith("challenger_beats_champion")
+    }, outcomes
     assert AssetKey("champion_model") not in {e.asset_key for e in result.get_asset_materialization_events()}
-    assert champion_version(mlflow_resource.tracking_uri, mlflow_resource.registered_model_name) == champion
+    assert champion_version(uri, name) == champion
+    # The newest version is now the challenger, not the champion: a tick still forecasts with the champion.
+    assert latest_version(uri, name)["version"] == challenger.version
+    tick = pipeline.tick(pipeline.keys[-1])
+    assert set(tick.output_for_node("forecasts")["model_version"]) == {champion}
 
 
 def test_the_hyperparameter_search_tracks_every_trial_in_mlflow(

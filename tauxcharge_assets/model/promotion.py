@@ -3,6 +3,8 @@
 The rule is deliberately simple so operators can check it from the numbers in the metadata: on the
 rolling-origin backtest of the latest held-out days, the challenger's median MASE over all horizons
 must be lower than the champion's (when there is one) and lower than every baseline's.
+A tie is not a win, and a challenger with nothing finite to compare against (no baseline or champion
+scored on the backtest) is not promoted: absence of evidence is not a win.
 """
 
 from __future__ import annotations
@@ -34,14 +36,19 @@ def promotion_decision(
     rivals = {name: float(rows[name]) for name in baselines if name in rows and np.isfinite(rows[name])}
     if champion_version is not None and CHAMPION in rows and np.isfinite(rows[CHAMPION]):
         rivals[f"champion (version {champion_version})"] = float(rows[CHAMPION])
-    beaten = {name: bool(challenger < value) for name, value in rivals.items()}  # NaN never wins
-    promote = bool(np.isfinite(challenger)) and all(beaten.values())
+    beaten = {name: bool(challenger < value) for name, value in rivals.items()}  # NaN never wins; a tie loses
+    # Nothing to beat is no evidence: ``all({})`` is True, so an empty backtest must not promote.
+    promote = bool(np.isfinite(challenger)) and bool(rivals) and all(beaten.values())
     losses = [f"{name} ({rivals[name]:.3f})" for name, won in beaten.items() if not won]
-    reason = (
-        f"challenger {metric} {challenger:.3f} beats " + ", ".join(f"{n} ({v:.3f})" for n, v in rivals.items())
-        if promote
-        else f"challenger {metric} {challenger:.3f} does not beat " + ", ".join(losses)
-    )
+    if promote:
+        reason = f"challenger {metric} {challenger:.3f} beats " + ", ".join(f"{n} ({v:.3f})" for n, v in rivals.items())
+    elif not rivals:
+        reason = (
+            f"challenger {metric} {challenger:.3f} has no rival to beat: no baseline or champion has a finite "
+            f"{metric} on this backtest (too little history?), so it is not promoted"
+        )
+    else:
+        reason = f"challenger {metric} {challenger:.3f} does not beat " + ", ".join(losses)
     return {
         "promote": promote,
         "metric": f"{metric} over horizons ({horizon})",
