@@ -119,3 +119,19 @@ def test_bad_configuration_is_refused(fields: dict[str, float]) -> None:
 def test_severity_bands() -> None:
     labels = detector.severity(np.array([0.1, 0.55, 0.95]))
     assert labels.tolist() == ["normal", "warning", "critical"]
+
+
+def test_a_collector_stuck_on_one_value_alarms_once_and_usual_repeats_do_not() -> None:
+    rng = np.random.default_rng(5)
+    nan = np.full((700, 2), np.nan)
+    wave = 50 + 5 * np.sin(0.7 * np.arange(700)) + rng.uniform(-0.5, 0.5, 700)
+    values = np.round(np.column_stack([wave, wave]), 2)  # changes every slot, inside a range set early ...
+    values[500:540, 0] = values[499, 0]  # ... until the collector sticks for 40 slots
+    counts = rng.poisson(0.4, 700).astype(float)  # a bursty count: runs of zeros are its habit
+    values[:, 1] = counts
+    scores = score_matrix(values, nan, nan, nan)
+    alarms = np.flatnonzero(scores[:, 0] >= CONFIG.warning_score)
+    assert len(alarms) == 1 and 500 < alarms[0] < 510
+    assert np.nanmax(scores[CONFIG.learning_slots + 20 :, 1]) < CONFIG.warning_score
+    off = score_matrix(values, nan, nan, nan, DetectorConfig(stuck_channel=False))
+    assert np.nanmax(off[400:, 0]) < CONFIG.warning_score  # the channel, not something else, raised it

@@ -96,3 +96,14 @@ def test_an_empty_window_gives_an_empty_report_that_can_be_filtered() -> None:
     actuals = window(END)
     result = score_tick(actuals.iloc[:0], one_step(actuals).iloc[:0], None, CONFIG)
     assert result.scored.empty and result.flagged.empty and result.checkpoint is None
+
+
+def test_a_checkpoint_of_another_detector_version_is_not_used() -> None:
+    """A deployment that changes the detector's state fields starts afresh instead of failing the tick."""
+    actuals = window(END)
+    checkpoint = score_tick(actuals, one_step(actuals), None, CONFIG).checkpoint
+    assert checkpoint is not None
+    documents = [document for _, document in state_documents(checkpoint)]
+    for document in documents:
+        document["state"]["arrays"].pop("run")
+    assert state_from_documents(documents, CONFIG) is None

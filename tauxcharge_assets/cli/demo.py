@@ -118,7 +118,7 @@ def _documents_frame(client, index: str, query: dict) -> pd.DataFrame:
     return pd.DataFrame([hit["_source"] for hit in scan_pit(client, index, query)])
 
 
-def print_report(result: DemoResult, labels_path: Path | None = None) -> None:
+def print_report(result: DemoResult) -> None:
     pd.set_option("display.width", 160)
     pd.set_option("display.max_rows", 500)
     frame = result.forecasts

@@ -34,7 +34,9 @@ def dagster_instance() -> DagsterInstance:
     if not os.environ.get("DAGSTER_HOME"):
         home = data_dir() / "dagster_home"
         home.mkdir(parents=True, exist_ok=True)
-        (home / "dagster.yaml").touch()
+        settings = home / "dagster.yaml"
+        if not settings.exists():  # the project's own local instance: no telemetry banner in a user's output
+            settings.write_text("telemetry:\n  enabled: false\n")
         os.environ["DAGSTER_HOME"] = str(home)
     return DagsterInstance.get()
 

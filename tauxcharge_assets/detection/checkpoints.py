@@ -72,8 +72,9 @@ def state_documents(checkpoint: Checkpoint, names_per_document: int = NAMES_PER_
 
 
 def state_from_documents(hits: list[dict[str, Any]], config: DetectorConfig) -> DetectorState | None:
-    """The state the documents of one checkpoint hold; None when there are none."""
-    if not hits:
+    """The state the documents of one checkpoint hold; None when there are none, or when they were written
+    by a detector with other state fields (a deployment changed it: the tick then starts afresh)."""
+    if not hits or any(set(hit["state"]["arrays"]) != set(FIELDS) for hit in hits):
         return None
     hits = sorted(hits, key=lambda hit: hit["chunk"])
     names = [name for hit in hits for name in hit["state"]["names"]]
@@ -108,7 +109,9 @@ class CheckpointStore:
     def load(self, end: pd.Timestamp) -> Checkpoint | None:
         """The checkpoint of ``end``: this worker's cached copy, else Elasticsearch's."""
         cached = self.local.load(to_utc(end))
-        return cached if cached is not None else self.read(end)
+        if cached is not None and all(hasattr(cached.state, field) for field in FIELDS):
+            return cached
+        return self.read(end)
 
     def read(self, end: pd.Timestamp) -> Checkpoint | None:
         """The checkpoint of ``end`` as Elasticsearch holds it (what a new worker finds)."""

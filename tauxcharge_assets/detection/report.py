@@ -166,8 +166,11 @@ def _rows(
             "upper": p90,
             "residual": actual - p50,
             "z_score": z,
-            "evidence": np.where(result.range_record, "range_record", "forecast_likelihood"),
+            "evidence": np.select(
+                [result.range_record, result.stuck], ["range_record", "stuck_collector"], "forecast_likelihood"
+            ),
             "likelihood_decades": np.where(result.range_record, np.nan, result.score * config.score_decades),
+            "run": result.run,
             "recent_surprise": result.averaged,
             "usual_surprise": result.usual_mean,
             "usual_spread": result.usual_std,
@@ -198,6 +201,11 @@ def _reason(row: Any, config: DetectorConfig) -> str:
         return (
             f"actual {row.actual:.4g} is {'above the highest' if above else 'below the lowest'} value seen in up to "
             f"{config.range_days} days ({edge:.4g}) by {share:.0%} of that range; {forecast}"
+        )
+    if row.evidence == "stuck_collector":
+        return (
+            f"the same value {row.actual:.4g} for {int(row.run) + 1} slots in a row: for this name a run that long "
+            f"is a 1-in-{10 ** min(row.likelihood_decades, 300):.3g} event (a stuck collector?); {forecast}"
         )
     return (
         f"actual {row.actual:.4g} vs {forecast}: the forecast errors of the last {config.averaging_window} "

@@ -42,7 +42,7 @@ def connect(
             if attempt + 1 < attempts:
                 time.sleep(backoff_s * 2**attempt)
     raise ElasticsearchUnavailableError(
-        f"Elasticsearch at {url} did not answer _cluster/health after {attempts} attempts "
+        f"Elasticsearch at {url} did not answer _cluster/health after {attempts} attempt{'s' if attempts != 1 else ''} "
         f"({type(last_error).__name__}: {last_error}). Start the local server with "
         "`python -m tauxcharge_assets es start`, or set TAUXCHARGE_ES_URL (and TAUXCHARGE_ES_API_KEY) "
         "to a reachable server."
