@@ -116,19 +116,21 @@ def use_stub_model() -> None:
 
 
 def instrument(timers: Timers) -> None:
+    from tauxcharge_assets.defs.resources import MlflowResource
     from tauxcharge_assets.defs.serving import assets as serving
+    from tauxcharge_assets.detection import report
+    from tauxcharge_assets.detection.checkpoints import CheckpointStore
 
     timers.wrap(serving, "bulk_write", "write")
-    timers.wrap(serving, "fetch_forecasts", "read_forecasts")
-    from tauxcharge_assets.defs.resources import MlflowResource
-
+    timers.wrap(report, "bulk_write", "write_anomalies")
+    timers.wrap(report, "fetch_forecasts", "read_forecasts")
     timers.wrap(MlflowResource, "load_model", "load_model")
     timers.wrap(serving, "forecast_plot", "plot")
     timers.wrap(serving, "forecast_frame", "frame")
-    from tauxcharge_assets.detection import report
-
     timers.wrap(report, "score_tick", "score")
-    timers.wrap(serving.kept_forecasts, "carry_forward", "keep_forecasts")
+    timers.wrap(report.kept_forecasts, "carry_forward", "keep_forecasts")
+    timers.wrap(CheckpointStore, "load", "load_checkpoint")
+    timers.wrap(CheckpointStore, "save", "save_checkpoint")
     from tauxcharge_assets.window.store import WindowStore
 
     timers.wrap(WindowStore, "save", "save_state")
