@@ -150,8 +150,7 @@ def test_iso_offsets_across_a_daylight_saving_change_are_a_plain_grid(tmp_path: 
 def test_a_real_nab_file_with_a_daylight_saving_artefact() -> None:
     """NAB's own ec2_disk_write_bytes_1ef3de: 12 rows stamped 03:00 after the spring-forward gap."""
     path = nab.DEFAULT_NAB_DIR / "ec2_disk_write_bytes_1ef3de.csv"
-    if not path.exists():
-        pytest.skip(f"{path} is not there")
+    assert path.exists(), f"{path}: the NAB data must sit in ../shared beside the repository"
     report = read_labelled_csv(path).report
     assert report.summary() == (
         "ec2_disk_write_bytes_1ef3de.csv: 4730 rows, sampled every 5 min; 11 repeated timestamps scored in "
