@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from tauxcharge_assets.detection.checkpoints import Checkpoint, state_documents, state_from_documents
-from tauxcharge_assets.detection.detector import DetectorConfig, DetectorState, score_matrix
+from tauxcharge_assets.detection.detector import FIELDS, DetectorConfig, DetectorState, score_matrix
 from tauxcharge_assets.detection.report import anomaly_documents, score_tick, slot_number
 
 CONFIG = DetectorConfig()
@@ -74,8 +74,8 @@ def test_a_checkpoint_survives_its_round_trip_through_documents() -> None:
     assert np.isinf(checkpoint.state.low).any()  # the empty days of the range ring survive as infinities
     back = state_from_documents([document for _, document in reversed(documents)], CONFIG)
     assert back is not None and back.names == ["calm", "jumps"] and back.day == checkpoint.state.day
-    for field in ("ring", "count", "estimated", "mean", "variance", "previous_red", "seen", "low", "high"):
-        assert np.array_equal(getattr(back, field), getattr(checkpoint.state, field)), field
+    for field in FIELDS:
+        assert np.array_equal(getattr(back, field), getattr(checkpoint.state, field), equal_nan=True), field
     later = window(END + STEP)
     a = score_tick(later, one_step(later), checkpoint, CONFIG).scored
     b = score_tick(later, one_step(later), Checkpoint(END, back), CONFIG).scored
@@ -107,3 +107,16 @@ def test_a_checkpoint_of_another_detector_version_is_not_used() -> None:
     for document in documents:
         document["state"]["arrays"].pop("run")
     assert state_from_documents(documents, CONFIG) is None
+
+
+def test_a_missed_hour_starts_from_the_checkpoint_before_it_and_an_incomplete_one_is_refused() -> None:
+    """The tick at :00 failed, so the hour has no checkpoint: the next tick replays from the one an hour
+    earlier (inside its window) instead of losing the name's history, and leaves the missing one."""
+    first = window(END)
+    earlier = score_tick(first, one_step(first), None, CONFIG).checkpoint
+    later = window(END + pd.Timedelta(hours=1) + 2 * STEP)
+    result = score_tick(later, one_step(later), earlier, CONFIG)
+    assert result.started_from == f"checkpoint of {END.isoformat()}" and result.replayed_slots == 12 + 2
+    assert result.checkpoint is not None and result.checkpoint.end == END + pd.Timedelta(hours=1)
+    documents = [document for _, document in state_documents(earlier, names_per_document=1)]
+    assert state_from_documents(documents[:1], CONFIG) is None  # one of its two chunks is missing

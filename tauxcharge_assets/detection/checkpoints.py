@@ -9,7 +9,7 @@ older than the retention), the tick replays its whole 24 h window from a fresh s
 for live and backfill, but the likelihood needs 388 slots of history before it scores again.
 
 Checkpoints live in Elasticsearch (documents of 500 names per hour, the state in ``_source`` only:
-~0.6 KiB per name), so any worker finds them, with the last one also kept in this process's memory
+~0.7 KiB per name), so any worker finds them, with the last one also kept in this process's memory
 and on local disk so a steady tick reads nothing. Documents older than ``keep_days`` are deleted by id
 when a new checkpoint is written (this build has no delete-by-query or ILM).
 """
@@ -30,7 +30,7 @@ from tauxcharge_assets.elastic.bulk import bulk_write, delete_documents, determi
 from tauxcharge_assets.settings import to_utc
 from tauxcharge_assets.window.store import WindowStore
 
-NAMES_PER_DOCUMENT = 500  # ~320 KB of base64 per document at ~78 values per name
+NAMES_PER_DOCUMENT = 500  # ~460 KB of base64 per document at 86 values per name
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,8 @@ def state_documents(checkpoint: Checkpoint, names_per_document: int = NAMES_PER_
         body = {"names": [state.names[j] for j in columns], "arrays": arrays}
         documents.append(
             (deterministic_id("detector-state", at, chunk),
-             {"checkpoint_at": at, "chunk": chunk, "day": state.day, "state": body})
+             {"checkpoint_at": at, "chunk": chunk, "chunks": -(-len(order) // names_per_document),
+              "day": state.day, "state": body})
         )  # fmt: skip
     return documents
 
@@ -76,6 +77,8 @@ def state_from_documents(hits: list[dict[str, Any]], config: DetectorConfig) -> 
     by a detector with other state fields (a deployment changed it: the tick then starts afresh)."""
     if not hits or any(set(hit["state"]["arrays"]) != set(FIELDS) for hit in hits):
         return None
+    if {hit["chunk"] for hit in hits} != set(range(hits[0].get("chunks", -1))):
+        return None  # a chunk missing or left over: an incomplete checkpoint is no checkpoint
     hits = sorted(hits, key=lambda hit: hit["chunk"])
     names = [name for hit in hits for name in hit["state"]["names"]]
     state = DetectorState.new(names, config)
@@ -123,8 +126,8 @@ class CheckpointStore:
 
     def save(self, checkpoint: Checkpoint) -> int:
         """Write the checkpoint (idempotent) and delete the checkpoints older than ``keep_days``."""
-        self.local.save(checkpoint)
         written = bulk_write(self.client, self.index, state_documents(checkpoint), refresh=True)
+        self.local.save(checkpoint)  # after Elasticsearch: a worker never scores from a state no one else sees
         expired = (to_utc(checkpoint.end) - pd.Timedelta(days=self.keep_days)).isoformat()
         old = {"range": {"checkpoint_at": {"lte": expired}}}
         ids = [hit["_id"] for page in scan_pages(self.client, self.index, old, with_ids=True, docvalue_fields=[])

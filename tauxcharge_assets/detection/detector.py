@@ -16,7 +16,7 @@ the likelihood stage carries most of HTM's score):
 * **range rule** (NAB's numenta detector): a value beyond the name's min/max of the current day and the
   ``range_days`` (30) before by more than ``range_tolerance`` (5 %) of the range scores 1: a new record;
 * **stuck collector**: a run of L identical values scores the decades of its probability under the
-  name's own repeat rates, ``p(repeat) * p(repeat | repeat) ** (L - 1)``, less ``stuck_penalty_decades``
+  name's own repeat rates, ``p(repeat) * p(repeat | repeat) ** (L - 2)``, less ``stuck_penalty_decades``
   (1). The rates are learnt from runs once they have ended, so a run under way never teaches what judges
   it: zeros repeating at night on a bursty count are usual there, a name that changes every slot and
   stops is not. After any alarm this channel stays below warning for ``episode_slots`` (12) values.
@@ -27,7 +27,7 @@ profile, 71.2 / 62.8 / 76.3 at the shipped warning threshold; the previous evide
 scored 60.4 / 45.1 / 66.9. The stuck-collector channel was chosen on the simulated development set
 (flat lines found 21 % -> 71 % of the time) and left NAB's in-sample scores as they were or better.
 
-Everything is causal and streaming: ``step`` updates a fixed-size per-name ``DetectorState`` (~0.8 KiB
+Everything is causal and streaming: ``step`` updates a fixed-size per-name ``DetectorState`` (~0.7 KiB
 per name) with slot t only; ``score_matrix`` runs the same loop over a labelled file, so what the
 benchmark measures is what the ticks run. One step at 10,000 names: ~7 ms.
 """
@@ -174,7 +174,7 @@ class StepResult:
     low: np.ndarray  # the range before this value
     high: np.ndarray
     stuck: np.ndarray  # the stuck-collector channel made the score
-    run: np.ndarray  # identical values in a row, this one included
+    run: np.ndarray  # repeats of the previous value so far (identical values in a row - 1)
 
 
 def step(

@@ -56,8 +56,8 @@ def slot_number(stamp: pd.Timestamp) -> int:
 
 @dataclass(frozen=True)
 class TickScores:
-    """Scored rows of the evaluated slots, the checkpoint to save (the tick ends on the hour), and where the
-    detector started from."""
+    """Scored rows of the evaluated slots, the state at the top of the newest hour the window reaches (to
+    keep if that hour has no checkpoint yet), and where the detector started from."""
 
     scored: pd.DataFrame
     checkpoint: Checkpoint | None
@@ -95,9 +95,11 @@ def score_tick(
 ) -> TickScores:
     """Scores of the last ``evaluated_slots`` slots of ``actuals`` (slots x names, NaN = not observed).
 
-    The detector starts from ``checkpoint`` (the top of the first evaluated slot's hour) and replays the
-    slots since then; without one, from a fresh state at the window's first slot. ``forecasts``: the
-    one-step forecasts (``kept_forecasts.COLUMNS``) for the replayed slots.
+    The detector starts from ``checkpoint`` (the newest one at or before the top of the first evaluated
+    slot's hour, inside the window) and replays the slots since then; without one, from a fresh state at
+    the window's first slot. ``forecasts``: the one-step forecasts (``kept_forecasts.COLUMNS``) for the
+    replayed slots. ``checkpoint`` of the returned scores is the state at the top of the newest hour the
+    window reaches, for the caller to keep when it has none for that hour yet.
     """
     if actuals.empty:
         return TickScores(pd.DataFrame(columns=SCORED_COLUMNS).astype({"is_anomaly": bool, "score": float}), None,
@@ -105,9 +107,9 @@ def score_tick(
     evaluated_slots = min(evaluated_slots, len(actuals))
     first_evaluated = actuals.index[-evaluated_slots]
     hour = checkpoint_hour(first_evaluated)
-    if checkpoint is not None and checkpoint.end == hour and hour >= actuals.index[0]:
-        start, state = hour, checkpoint.state.copy().for_names([str(n) for n in actuals.columns], config)
-        started_from = f"checkpoint of {hour.isoformat()}"
+    if checkpoint is not None and actuals.index[0] <= checkpoint.end <= hour:
+        start, state = checkpoint.end, checkpoint.state.copy().for_names([str(n) for n in actuals.columns], config)
+        started_from = f"checkpoint of {start.isoformat()}"
     else:
         start, state = actuals.index[0], DetectorState.new([str(n) for n in actuals.columns], config)
         started_from = f"a fresh state at {start.isoformat()} (no checkpoint of {hour.isoformat()})"
@@ -124,7 +126,7 @@ def score_tick(
         result = step(state, slot_number(stamp), values[t], p10[t], p50[t], p90[t], config)
         if t >= len(replay) - evaluated_slots:
             results.append((stamp, t, result))
-    if save_at == actuals.index[-1] + STEP and to_save is None:
+    if save_at == actuals.index[-1] + STEP:
         to_save = Checkpoint(save_at, state.copy())  # the tick ends on the hour: the next hour starts here
     frames = [_rows(stamp, replay.columns, values[t], p10[t], p50[t], p90[t], result, config)
               for stamp, t, result in results]  # fmt: skip
@@ -301,8 +303,12 @@ def report_tick(
     end = to_utc(window_end)
     checkpoints = CheckpointStore(client, indices.detector_state, config)
     first_evaluated = end - STEP * min(evaluated_slots, max(len(actuals), 1))
-    checkpoint = checkpoints.load(checkpoint_hour(first_evaluated))
     window_start = actuals.index[0] if len(actuals) else end
+    # The newest checkpoint inside the window: one missed hour (a failed tick at :00) costs a longer replay,
+    # not the name's history.
+    checkpoint, hour = None, checkpoint_hour(first_evaluated)
+    while checkpoint is None and hour >= window_start:
+        checkpoint, hour = checkpoints.load(hour), hour - pd.Timedelta(hours=1)
     replay_from = checkpoint.end if checkpoint is not None else window_start
     since = min(replay_from, end - STEP * max(forecast_lookback_slots, evaluated_slots))
     store = kept_forecasts.store_for(indices.forecasts)
@@ -312,7 +318,12 @@ def report_tick(
     else:
         earlier, source = fetch_forecasts(client, indices.forecasts, since, end, issued_by=as_of), "elasticsearch"
     scores = score_tick(actuals, earlier, checkpoint, config, evaluated_slots)
-    checkpoint_written = checkpoints.save(scores.checkpoint) if scores.checkpoint is not None else 0
+    keep = scores.checkpoint
+    # A checkpoint, once written, is never rewritten from a later tick's data (a backfill equals the live run).
+    if keep is not None and (checkpoint is None or checkpoint.end < keep.end) and checkpoints.load(keep.end) is None:
+        checkpoint_written = checkpoints.save(keep)
+    else:
+        checkpoint_written = 0
     keep_from = end - STEP * (max(forecast_lookback_slots, evaluated_slots) - 1)
     store.save(kept_forecasts.carry_forward(earlier, issued, keep_from, end + STEP))
     documents = list(anomaly_documents(scores.flagged, partition_key, end))

@@ -2,7 +2,7 @@
 
 Nothing here talks to Elasticsearch one document or one name at a time: a read is pages of 10,000
 hits through a point in time, a write is chunks of 5,000 documents with at most two requests in
-flight. ``es_store`` re-exports what the rest of the project uses.
+flight.
 """
 
 from __future__ import annotations

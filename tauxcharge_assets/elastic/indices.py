@@ -98,6 +98,7 @@ _TEMPLATES: dict[str, dict[str, Any]] = {
         "properties": {
             "checkpoint_at": {"type": "date"},
             "chunk": {"type": "integer"},
+            "chunks": {"type": "integer"},
             "day": {"type": "integer"},
             "state": {"type": "object", "enabled": False},  # kept in _source only, never indexed
         },

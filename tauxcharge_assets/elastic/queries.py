@@ -101,7 +101,7 @@ def fetch_forecasts(
     Columns: name, issued_at, target_timestamp, horizon_steps, value, lower, upper, model_version; rows
     in no particular order. Read from doc values (every field is a keyword, a date or a number: the
     values are mapped as ``double``, so they come back exactly), two slices at a time. The anomaly step reads
-    them only when the previous tick's ``forecast_window`` is missing (360k of them at 10,000 names).
+    them only when the previous tick's ``window.kept_forecasts`` do not reach back far enough.
     """
     import numpy as np
 

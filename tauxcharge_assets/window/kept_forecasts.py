@@ -1,10 +1,11 @@
 """The one-step forecasts the anomaly step compares actual values with, kept from one tick to the next.
 
-Each tick scores its newest slot against the forecast made for it one step before, and the forecast
-evidence needs those of the previous slots too (``AnomalyConfig.forecast_lookback_slots``). Reading
-them back from Elasticsearch costs slots x names documents per tick (360,000 at 10,000 names, ~5 s
-measured); instead each tick leaves them in a small file (a ``WindowStore``) with its own new
-one-step forecasts appended, and the next tick starts from that file. Elasticsearch stays the source
+Each tick scores its newest slot against the forecast made for it one step before, and the detector
+replays the slots since its hourly checkpoint (``detection.checkpoints``), which needs the forecasts
+of those slots too (``AnomalyConfig.forecast_lookback_slots``). Reading them back from Elasticsearch
+costs slots x names documents per tick (~5 s for 360,000 at 10,000 names, measured); instead each
+tick leaves them in a small file (a ``WindowStore``) with its own new one-step forecasts appended, and
+the next tick starts from that file. Elasticsearch stays the source
 of truth: without the file (first tick, retention, a skipped partition) the tick reads them back
 from there, and the result is the same (``tauxcharge_assets_tests/test_incremental.py``).
 """

@@ -87,7 +87,7 @@ class AnomalyConfig(Config):
         description="Slots of one-step forecasts kept between ticks (the detector replays at most 12 of them "
         "from its hourly checkpoint)",
     )
-    evaluated_slots: int = Field(default=1, description="Newest slots scored and reported by each tick")
+    evaluated_slots: int = Field(default=1, ge=1, description="Newest slots scored and reported by each tick")
     incremental: bool = Field(
         default=True,
         description="Start from the one-step forecasts the previous tick kept (see window.kept_forecasts) instead of "
