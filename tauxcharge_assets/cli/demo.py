@@ -26,7 +26,6 @@ from tauxcharge_assets.defs.partitions import partition_key_ending_at
 from tauxcharge_assets.defs.resources import ElasticsearchResource, elasticsearch_from_env, mlflow_from_env
 from tauxcharge_assets.elastic.bulk import bulk_write, scan_pit
 from tauxcharge_assets.elastic.queries import count_documents
-from tauxcharge_assets.model.registry import champion_version, latest_version
 from tauxcharge_assets.settings import STEP_MINUTES, data_dir, to_utc
 
 
@@ -76,9 +75,9 @@ def run_demo(
     load_simulation(elasticsearch, spec, data_dir() / "simulator_labels.json")
     step = pd.Timedelta(minutes=STEP_MINUTES)
     train_until = end - replay_slots * step
-    latest = latest_version(mlflow.tracking_uri, mlflow.registered_model_name)
+    latest = mlflow.latest_version()
     stored = data_dir() / "storage" / "trained_model"
-    champion = champion_version(mlflow.tracking_uri, mlflow.registered_model_name)
+    champion = mlflow.champion_version()
     if latest and latest["tags"].get("trained_through") == train_until.isoformat() and stored.exists() and champion:
         print(f"Reusing model version {latest['version']} trained through {train_until}.", flush=True)
     else:
@@ -94,7 +93,7 @@ def run_demo(
             raise UserFacingError(
                 f"Training failed: {reason} (`dagster dev` shows the run's log)", EXIT_UNAVAILABLE
             ) from error
-        champion = champion_version(mlflow.tracking_uri, mlflow.registered_model_name)
+        champion = mlflow.champion_version()
         if champion is None:  # the first version lost to the naive forecast: the ticks cannot forecast
             reason = latest_run_failure(instance) or "the new version was not promoted"
             raise UserFacingError(

@@ -374,13 +374,12 @@ def _promote(args: argparse.Namespace) -> int:
     from mlflow.exceptions import MlflowException
 
     from tauxcharge_assets.defs.resources import mlflow_from_env
-    from tauxcharge_assets.model.registry import champion_version, promote
 
     mlflow = mlflow_from_env().process_config_and_initialize()
     name, uri = mlflow.registered_model_name, mlflow.tracking_uri
-    before = champion_version(uri, name)
+    before = mlflow.champion_version()
     try:
-        promote(uri, name, str(args.version))
+        mlflow.promote(str(args.version))
     except MlflowException as error:
         if error.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
