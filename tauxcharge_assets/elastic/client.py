@@ -70,8 +70,10 @@ def is_lost_pit(error: BaseException) -> bool:
     if not isinstance(error, ApiError):
         return False
     text = str(error)
-    return "search_context_missing_exception" in text or "No search context found" in text or (
-        status_of(error) == 404 and "point in time" in text.lower()
+    return (
+        "search_context_missing_exception" in text
+        or "No search context found" in text
+        or (status_of(error) == 404 and "point in time" in text.lower())
     )
 
 
@@ -119,7 +121,6 @@ def retrying(
                 on_retry(error)
 
 
-
 def connect(
     url: str,
     api_key: str | None = None,
@@ -158,5 +159,3 @@ def connect(
         "`python -m tauxcharge_assets es start`, or set TAUXCHARGE_ES_URL (and TAUXCHARGE_ES_API_KEY) "
         "to a reachable server."
     )
-
-
