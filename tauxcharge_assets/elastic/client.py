@@ -35,6 +35,12 @@ def address_of(client: Elasticsearch | None) -> str:
         return "Elasticsearch"
 
 
+def set_retry_deadline(client: Elasticsearch, deadline_s: float) -> Elasticsearch:
+    """Give ``client`` its own retry deadline (``connect`` does, from the resource's ``retry_deadline_s``)."""
+    _deadlines[client] = deadline_s
+    return client
+
+
 def retry_deadline(client: Elasticsearch | None) -> float:
     """The retry deadline of ``client`` (set by ``connect``), else the module default."""
     if client is None:
@@ -143,7 +149,7 @@ def connect(
         retry_on_status=TRANSIENT_STATUSES,
     )
     if retry_deadline_s is not None:
-        _deadlines[client] = retry_deadline_s
+        set_retry_deadline(client, retry_deadline_s)
     last_error: Exception | None = None
     for attempt in range(attempts):
         try:

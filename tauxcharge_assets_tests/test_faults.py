@@ -1,0 +1,172 @@
+"""Faults are ridden out (issue 12): a server that goes away and comes back within the retry deadline
+costs a tick time, not a failure, and nothing is read or written twice; one that stays down fails
+after a bounded time with one message naming the address.
+
+These tests stop and start their own server (port 9262, never the suite's 9250 or anyone else's):
+each takes a restart, ~15-30 s.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from elasticsearch import ConnectionError as EsConnectionError
+from elasticsearch import Elasticsearch
+
+from tauxcharge_assets.elastic import bulk
+from tauxcharge_assets.elastic import server as es_server
+from tauxcharge_assets.elastic.bulk import bulk_write, deterministic_id, scan_pages
+from tauxcharge_assets.elastic.client import ElasticsearchUnavailableError, connect, retrying, set_retry_deadline
+from tauxcharge_assets.elastic.queries import count_documents
+
+pytestmark = pytest.mark.integration
+
+FAULT_PORT = 9262
+DOWN_PORT = 9263  # nothing listens there: a server that stays down
+
+
+def _fake_connection_error() -> EsConnectionError:
+    return EsConnectionError("Connection refused")
+
+
+def test_retrying_rides_out_transient_errors() -> None:
+    calls = []
+
+    def flaky() -> str:
+        calls.append(time.monotonic())
+        if len(calls) < 3:
+            raise _fake_connection_error()
+        return "answered"
+
+    assert retrying(flaky, what="a test call", deadline_s=10) == "answered"
+    assert len(calls) == 3
+    assert calls[1] - calls[0] >= 0.25 and calls[2] - calls[1] >= 0.5  # 0.5 s, then 1 s, each jittered down to half
+
+
+def _always_down() -> None:
+    raise _fake_connection_error()
+
+
+def test_retrying_gives_up_after_the_deadline_with_one_clear_message() -> None:
+    client = Elasticsearch(f"http://127.0.0.1:{DOWN_PORT}")
+    started = time.monotonic()
+    with pytest.raises(ElasticsearchUnavailableError) as raised:
+        retrying(_always_down, what="a search of x", client=client, deadline_s=2)
+    elapsed = time.monotonic() - started
+    assert 2 <= elapsed < 6
+    message = str(raised.value)
+    assert f"127.0.0.1:{DOWN_PORT}" in message and "a search of x" in message and "es status" in message
+    assert "\n" not in message
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__  # no chained traceback
+
+
+def test_retrying_does_not_retry_other_errors() -> None:
+    calls = []
+
+    def wrong() -> None:
+        calls.append(1)
+        raise ValueError("a bug, not a fault")
+
+    with pytest.raises(ValueError):
+        retrying(wrong, what="a test call", deadline_s=10)
+    assert calls == [1]
+
+
+def test_a_scan_and_a_write_to_a_server_that_stays_down_fail_in_bounded_time() -> None:
+    client = set_retry_deadline(Elasticsearch(f"http://127.0.0.1:{DOWN_PORT}"), 3.0)
+    for attempt in (
+        lambda: list(scan_pages(client, "nothing", {"match_all": {}})),
+        lambda: bulk_write(client, "nothing", _documents(10)),
+    ):
+        started = time.monotonic()
+        with pytest.raises(ElasticsearchUnavailableError, match=f"127.0.0.1:{DOWN_PORT}"):
+            attempt()
+        assert time.monotonic() - started < 10
+
+
+@pytest.fixture(scope="module")
+def fault_server() -> Iterator[es_server.LocalServer]:
+    """Our own server on 9262, which the tests stop and start again."""
+    local = es_server.LocalServer(port=FAULT_PORT)
+    already_running = es_server.cluster_health(local.url) is not None
+    es_server.start(local)
+    yield local
+    if not already_running:
+        es_server.stop(local)
+
+
+@pytest.fixture
+def fault_client(fault_server: es_server.LocalServer) -> Iterator[Elasticsearch]:
+    if es_server.cluster_health(fault_server.url) is None:
+        es_server.start(fault_server)
+    client = connect(fault_server.url, retry_deadline_s=120)
+    yield client
+    if es_server.cluster_health(fault_server.url) is None:
+        es_server.start(fault_server)
+    client.indices.delete(index="faults-*", allow_no_indices=True)
+
+
+def _restart_later(server: es_server.LocalServer) -> threading.Thread:
+    """Stop the server now (blocking) and start it again in the background: down for ~15 s."""
+    assert es_server.stop(server), "the fault server should have been running"
+    thread = threading.Thread(target=es_server.start, args=(server,), daemon=True)
+    thread.start()
+    return thread
+
+
+def _documents(count: int) -> list[tuple[str, dict]]:
+    return [(deterministic_id("fault", i), {"name": f"n{i % 50}", "value": float(i), "seq": i}) for i in range(count)]
+
+
+def test_a_scan_survives_a_server_restart(
+    fault_client: Elasticsearch, fault_server: es_server.LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[str] = []
+    open_pit = bulk._open_pit
+
+    def counted(*args: object) -> str:
+        opened.append(open_pit(*args))  # type: ignore[arg-type]
+        return opened[-1]
+
+    monkeypatch.setattr(bulk, "_open_pit", counted)
+    index = f"faults-scan-{uuid.uuid4().hex[:8]}"
+    total = 3_000
+    bulk_write(fault_client, index, _documents(total))
+    fault_client.indices.flush(index=index)
+    seen: list[int] = []
+    restarter = None
+    pages = 0
+    for page in scan_pages(fault_client, index, {"match_all": {}}, source=["seq"], page_size=250):
+        pages += 1
+        seen.extend(hit["_source"]["seq"] for hit in page)
+        if restarter is None:
+            restarter = _restart_later(fault_server)  # the point in time dies with the server
+    assert restarter is not None
+    restarter.join(timeout=180)
+    assert pages >= total // 250
+    assert len(opened) == 2  # the first point in time was lost with the server and reopened once
+    assert len(seen) == total and sorted(seen) == list(range(total))  # every document exactly once
+
+
+def test_a_bulk_write_survives_a_server_restart(
+    fault_client: Elasticsearch, fault_server: es_server.LocalServer
+) -> None:
+    index = f"faults-bulk-{uuid.uuid4().hex[:8]}"
+    fault_client.indices.create(index=index)
+    total = 6_000
+    restarter: list[threading.Thread] = []
+
+    def documents() -> Iterator[tuple[str, dict]]:
+        for i, pair in enumerate(_documents(total)):
+            if i == 1_500 and not restarter:  # a chunk or two sent, more to come
+                restarter.append(_restart_later(fault_server))
+            yield pair
+
+    written = bulk_write(fault_client, index, documents(), chunk_size=500)
+    restarter[0].join(timeout=180)
+    assert written == total
+    assert count_documents(fault_client, index) == total  # exactly once: ids are deterministic
