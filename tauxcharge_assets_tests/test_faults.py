@@ -99,12 +99,17 @@ def fault_server() -> Iterator[es_server.LocalServer]:
         es_server.stop(local)
 
 
+_restarts: list[threading.Thread] = []
+
+
 @pytest.fixture
 def fault_client(fault_server: es_server.LocalServer) -> Iterator[Elasticsearch]:
     if es_server.cluster_health(fault_server.url) is None:
         es_server.start(fault_server)
     client = connect(fault_server.url, retry_deadline_s=120)
     yield client
+    while _restarts:  # never two starts at once, even when a test failed before its restart finished
+        _restarts.pop().join(timeout=180)
     if es_server.cluster_health(fault_server.url) is None:
         es_server.start(fault_server)
     client.indices.delete(index="faults-*", allow_no_indices=True)
@@ -115,6 +120,7 @@ def _restart_later(server: es_server.LocalServer) -> threading.Thread:
     assert es_server.stop(server), "the fault server should have been running"
     thread = threading.Thread(target=es_server.start, args=(server,), daemon=True)
     thread.start()
+    _restarts.append(thread)
     return thread
 
 
