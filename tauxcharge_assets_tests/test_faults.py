@@ -8,25 +8,46 @@ each takes a restart, ~15-30 s.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 
+import pandas as pd
 import pytest
+from dagster import FilesystemIOManager, materialize
 from elasticsearch import ConnectionError as EsConnectionError
 from elasticsearch import Elasticsearch
 
+from tauxcharge_assets.cli.runner import QUIET
+from tauxcharge_assets.data.simulator import SimulationSpec, simulate
+from tauxcharge_assets.definitions import ALL_ASSETS, ALL_CHECKS
+from tauxcharge_assets.defs.model.jobs import MODEL_ASSETS
+from tauxcharge_assets.defs.partitions import partition_key_ending_at
+from tauxcharge_assets.defs.resources import ElasticsearchResource, MlflowResource
+from tauxcharge_assets.defs.serving.jobs import TICK_ASSETS
 from tauxcharge_assets.elastic import bulk
 from tauxcharge_assets.elastic import server as es_server
 from tauxcharge_assets.elastic.bulk import bulk_write, deterministic_id, scan_pages
 from tauxcharge_assets.elastic.client import ElasticsearchUnavailableError, connect, retrying, set_retry_deadline
 from tauxcharge_assets.elastic.queries import count_documents
+from tauxcharge_assets.model.forecast_documents import written_forecasts
+from tauxcharge_assets.model.registry import promote
+from tauxcharge_assets_tests.test_pipeline import TRAINING
 
 pytestmark = pytest.mark.integration
 
 FAULT_PORT = 9262
-DOWN_PORT = 9263  # nothing listens there: a server that stays down
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+DOWN_PORT = _free_port()  # nothing listens there: a server that stays down
 
 
 def _fake_connection_error() -> EsConnectionError:
@@ -176,3 +197,78 @@ def test_a_bulk_write_survives_a_server_restart(
     restarter[0].join(timeout=180)
     assert written == total
     assert count_documents(fault_client, index) == total  # exactly once: ids are deterministic
+
+
+def test_a_tick_rides_out_restarts_during_its_read_and_its_bulk_write(
+    fault_server: es_server.LocalServer,
+    mlflow_resource: MlflowResource,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A whole scheduled tick (trained champion, all six assets) while the server restarts twice: once
+    as the tick reads the metrics, once as it writes its forecasts. No operator, nothing twice."""
+    if es_server.cluster_health(fault_server.url) is None:
+        es_server.start(fault_server)
+    es = ElasticsearchResource(
+        url=fault_server.url, index_prefix=f"faults-tick-{uuid.uuid4().hex[:8]}", retry_deadline_s=120
+    )
+    client = es.get_client()
+    resources = {
+        "elasticsearch": es,
+        "mlflow": mlflow_resource,
+        "io_manager": FilesystemIOManager(base_dir=str(tmp_path_factory.mktemp("fault-storage"))),
+    }
+    end = pd.Timestamp.now(tz="UTC").floor("h") - pd.Timedelta(days=1)
+    sim = simulate(SimulationSpec(n_names=4, days=3, end=end, seed=5))
+    documents = list(sim.documents())
+    spike_name, spike_at = sim.values.columns[1], end - pd.Timedelta(minutes=5)
+    for _doc_id, document in documents:  # a spike in the slot the tick scores: one anomaly to write
+        if document["name"] == spike_name and document["timestamp"] == spike_at.isoformat().replace("+00:00", "Z"):
+            document["value"] = 100.0 if sim.values.loc[spike_at, spike_name] < 55 else 0.0
+    bulk_write(client, es.indices.metrics, documents)
+    client.indices.flush(index=es.indices.metrics)
+    trained = materialize(
+        [*ALL_ASSETS, *ALL_CHECKS],
+        raise_on_error=False,
+        selection=MODEL_ASSETS,
+        resources=resources,
+        run_config={**QUIET, "ops": {"trained_model": {"config": {**TRAINING, "train_until": end.isoformat()}}}},
+    )
+    promote(
+        mlflow_resource.tracking_uri,
+        mlflow_resource.registered_model_name,
+        trained.output_for_node("trained_model").version,
+    )
+
+    faults: list[str] = []
+    search_page, send_chunk = bulk._search_page, bulk._send_chunk
+
+    def read_during_restart(client_: Elasticsearch, body: dict, pit: object) -> dict:
+        if not faults and pit.index == es.indices.metrics:  # type: ignore[attr-defined]
+            faults.append("read")
+            _restart_later(fault_server)
+        return search_page(client_, body, pit)  # type: ignore[arg-type]
+
+    def write_during_restart(client_: Elasticsearch, index: str, chunk: list, retries: int) -> tuple:
+        if faults == ["read"] and index == es.indices.forecasts:
+            faults.append("write")
+            while _restarts:
+                _restarts.pop().join(timeout=180)
+            _restart_later(fault_server)
+        return send_chunk(client_, index, chunk, retries)
+
+    monkeypatch.setattr(bulk, "_search_page", read_during_restart)
+    monkeypatch.setattr(bulk, "_send_chunk", write_during_restart)
+    key = partition_key_ending_at(end)
+    result = materialize(
+        [*ALL_ASSETS, *ALL_CHECKS], selection=TICK_ASSETS, partition_key=key, resources=resources, run_config=QUIET
+    )
+    assert result.success and faults == ["read", "write"]
+    forecasts = result.output_for_node("forecasts")
+    written = written_forecasts(forecasts)
+    assert count_documents(client, es.indices.forecasts) == len(written) > 0  # each forecast exactly once
+    assert len(written.drop_duplicates(["name", "horizon_steps"])) == len(written)
+    metadata = result.asset_materializations_for_node("anomaly_report")[0].metadata
+    anomalies = count_documents(client, es.indices.anomalies, {"term": {"partition_key": key}})
+    assert anomalies == metadata["anomalies"].value == metadata["documents_written"].value >= 1  # each once
+    client.indices.delete(index=f"{es.index_prefix}-*", allow_no_indices=True)
