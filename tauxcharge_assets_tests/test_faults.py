@@ -264,6 +264,9 @@ def test_a_tick_rides_out_restarts_during_its_read_and_its_bulk_write(
         [*ALL_ASSETS, *ALL_CHECKS], selection=TICK_ASSETS, partition_key=key, resources=resources, run_config=QUIET
     )
     assert result.success and faults == ["read", "write"]
+    # ridden out inside the steps (elastic.client.retrying): no step needed its RetryPolicy, the
+    # second line of defence (it alone would also bring this run through: tested by removing the helper)
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     forecasts = result.output_for_node("forecasts")
     written = written_forecasts(forecasts)
     assert count_documents(client, es.indices.forecasts) == len(written) > 0  # each forecast exactly once
@@ -272,3 +275,29 @@ def test_a_tick_rides_out_restarts_during_its_read_and_its_bulk_write(
     anomalies = count_documents(client, es.indices.anomalies, {"term": {"partition_key": key}})
     assert anomalies == metadata["anomalies"].value == metadata["documents_written"].value >= 1  # each once
     client.indices.delete(index=f"{es.index_prefix}-*", allow_no_indices=True)
+
+
+def test_a_tick_against_a_server_that_stays_down_fails_in_bounded_time_with_one_message() -> None:
+    """Each step retries (RetryPolicy) and then fails as a ``Failure`` naming the address, in bounded time."""
+    down = ElasticsearchResource(url=f"http://127.0.0.1:{DOWN_PORT}", connect_attempts=1, retry_deadline_s=2)
+    started = time.monotonic()
+    result = materialize(
+        [*ALL_ASSETS, *ALL_CHECKS],
+        selection=["raw_es_extract"],
+        partition_key=partition_key_ending_at(pd.Timestamp.now(tz="UTC").floor("h") - pd.Timedelta(days=1)),
+        resources={"elasticsearch": down, "mlflow": MlflowResource(tracking_uri="sqlite:///unused.db")},
+        run_config=QUIET,
+        raise_on_error=False,
+    )
+    elapsed = time.monotonic() - started
+    assert not result.success
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert len(retries) == 3  # TICK_RETRY_POLICY: 3 retries, 5 s, 10 s, 20 s (+/- jitter) apart
+    assert elapsed < 90
+    [failure] = result.get_step_failure_events()
+    error = failure.step_failure_data.error
+    assert error is not None and "Exceeded max_retries of 3" in error.message  # Dagster's wrapper, then ours:
+    ours = error.cause
+    assert ours is not None and ours.cls_name == "Failure"
+    assert f"127.0.0.1:{DOWN_PORT}" in ours.message and "TAUXCHARGE_ES_URL" in ours.message
+    assert ours.cause is None and ours.context is None  # no chained traceback of the expected failure
