@@ -6,15 +6,17 @@ shows only the variable's name.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+from collections.abc import Iterator
 from typing import Any
 
-from dagster import ConfigurableResource, EnvVar
+from dagster import Backoff, ConfigurableResource, EnvVar, Failure, Jitter, RetryPolicy
 from elasticsearch import Elasticsearch
 from pydantic import Field
 
-from tauxcharge_assets.elastic.client import connect
+from tauxcharge_assets.elastic.client import DEFAULT_RETRY_DEADLINE_S, ElasticsearchUnavailableError, connect
 from tauxcharge_assets.elastic.indices import IndexNames, ensure_indices
 from tauxcharge_assets.elastic.server import DEFAULT_PORT
 from tauxcharge_assets.model import registry
@@ -25,9 +27,28 @@ from tauxcharge_assets.settings import default_mlflow_artifact_location, default
 DEFAULT_ES_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
 
 
+# The tick assets retry a failed step 3 times, 5 s then 10 s then 20 s later (each +/- jitter). Inside a
+# step every request to Elasticsearch is already retried for ``retry_deadline_s`` (60 s by default,
+# see ``elastic.client.retrying``), so a server that stays down fails the run after at most about
+# 60 s x (1 + 3) + 5 + 10 + 20 s (+ jitter, + ``connect``'s ~15 s of health checks per attempt),
+# i.e. under 6 minutes, with one message naming the address; a server back within that rides it out.
+TICK_RETRY_POLICY = RetryPolicy(max_retries=3, delay=5, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
+
+
+@contextlib.contextmanager
+def unavailable_as_failure() -> Iterator[None]:
+    """An unreachable server is an expected failure: reported as its one-line message, no traceback."""
+    try:
+        yield
+    except ElasticsearchUnavailableError as error:
+        raise Failure(description=str(error)) from None
+
+
 @functools.lru_cache(maxsize=8)
-def _connected_client(url: str, api_key: str | None, prefix: str, attempts: int) -> Elasticsearch:
-    client = connect(url, api_key, attempts=attempts)
+def _connected_client(
+    url: str, api_key: str | None, prefix: str, attempts: int, retry_deadline_s: float = DEFAULT_RETRY_DEADLINE_S
+) -> Elasticsearch:
+    client = connect(url, api_key, attempts=attempts, retry_deadline_s=retry_deadline_s)
     ensure_indices(client, IndexNames(prefix))
     return client
 
@@ -39,6 +60,10 @@ class ElasticsearchResource(ConfigurableResource):
     api_key: str | None = Field(default=None, description="Encoded API key; pass it as EnvVar, never inline")
     index_prefix: str = Field(default="tauxcharge", description="Indices are <prefix>-metrics, -forecasts, ...")
     connect_attempts: int = Field(default=5, description="Health-check attempts, with backoff, before failing")
+    retry_deadline_s: float = Field(
+        default=DEFAULT_RETRY_DEADLINE_S,
+        description="How long each request retries transient errors (connection lost, 429, 502-504) before failing",
+    )
 
     @property
     def indices(self) -> IndexNames:
@@ -46,7 +71,9 @@ class ElasticsearchResource(ConfigurableResource):
 
     def get_client(self) -> Elasticsearch:
         """A healthy client with the project's index templates and indices in place (once per process)."""
-        return _connected_client(self.url, self.api_key, self.index_prefix, self.connect_attempts)
+        return _connected_client(
+            self.url, self.api_key, self.index_prefix, self.connect_attempts, self.retry_deadline_s
+        )
 
 
 class MlflowResource(ConfigurableResource):

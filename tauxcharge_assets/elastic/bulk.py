@@ -20,6 +20,8 @@ from typing import Any
 import orjson
 from elasticsearch import Elasticsearch
 
+from tauxcharge_assets.elastic.client import is_lost_pit, is_transient, retrying
+
 
 class BulkWriteError(RuntimeError):
     """Raised when Elasticsearch rejected documents of a bulk write; nothing is silently lost."""
@@ -43,12 +45,81 @@ def gc_paused() -> Iterator[None]:
 
 @contextlib.contextmanager
 def point_in_time(client: Elasticsearch, index: str, keep_alive: str = "2m") -> Iterator[str]:
-    """A point in time: several queries inside it see one consistent snapshot of the index."""
-    pit = client.open_point_in_time(index=index, keep_alive=keep_alive)["id"]
+    """A point in time: several queries inside it see one consistent snapshot of the index.
+
+    Opening is retried on transient errors; closing is best effort (a server that restarted has
+    already forgotten it, and a point in time expires by itself after ``keep_alive``).
+    """
+    pit = _open_pit(client, index, keep_alive)
     try:
         yield pit
     finally:
+        _close_pit(client, pit)
+
+
+def _open_pit(client: Elasticsearch, index: str, keep_alive: str) -> str:
+    return str(
+        retrying(
+            lambda: client.open_point_in_time(index=index, keep_alive=keep_alive)["id"],
+            what=f"opening a point in time on {index}",
+            client=client,
+        )
+    )
+
+
+def _close_pit(client: Elasticsearch, pit: str) -> None:
+    with contextlib.suppress(Exception):
         client.close_point_in_time(id=pit)
+
+
+class _Pit:
+    """The point in time a scan reads through, shared by its slices: the newest ``pit_id`` the server
+    returned, reopened (once, whichever slice notices first) when the server lost it."""
+
+    def __init__(self, client: Elasticsearch, index: str, pit: str, keep_alive: str) -> None:
+        self.client, self.index, self.keep_alive = client, index, keep_alive
+        self.id = pit
+        self.opened: list[str] = []  # reopened here, so closed here
+        self._lock = threading.Lock()
+
+    def update(self, used: str, returned: str | None) -> None:
+        with self._lock:
+            if returned and self.id == used:
+                self.id = returned
+
+    def reopen(self, lost: str) -> None:
+        with self._lock:
+            if self.id != lost:
+                return  # another slice already reopened it
+            self.id = _open_pit(self.client, self.index, self.keep_alive)
+            self.opened.append(self.id)
+
+    def close_reopened(self) -> None:
+        for pit in self.opened:
+            _close_pit(self.client, pit)
+
+
+def _search_page(client: Elasticsearch, body: dict[str, Any], pit: _Pit) -> dict[str, Any]:
+    """One page of a scan, retried on transient errors; a lost point in time is reopened first."""
+    last_used = [pit.id]
+
+    def search() -> dict[str, Any]:
+        used = last_used[0] = pit.id
+        response = client.search(**body, pit={"id": used, "keep_alive": pit.keep_alive}).body
+        pit.update(used, response.get("pit_id"))  # each response's pit_id is the one to use next
+        return response
+
+    def recover(error: BaseException) -> None:
+        if is_lost_pit(error):
+            pit.reopen(last_used[0])
+
+    return retrying(
+        search,
+        what=f"a search of {pit.index}",
+        client=client,
+        retry_if=lambda error: is_transient(error) or is_lost_pit(error),
+        on_retry=recover,
+    )
 
 
 def _slice_pages(
@@ -56,25 +127,35 @@ def _slice_pages(
     query: Mapping[str, Any],
     returned: dict[str, Any],
     page_size: int,
-    pit: str,
-    keep_alive: str,
+    pit: _Pit,
     part: tuple[int, int] | None,
 ) -> Iterator[list[dict[str, Any]]]:
+    """Pages of one slice. Each request is retried on transient errors, and a lost point in time is
+    reopened and the scan resumes after the last hit it yielded: hits are sorted by ``_shard_doc``,
+    and on a new point in time over data that did not change (the tick reads a closed time window,
+    as of a fixed ``ingested_at``), the same documents sort the same, so ``search_after`` the last
+    sort values neither repeats nor skips a document. (The server flushes its shards when it is
+    stopped, so the segments, and the documents' order in them, survive a restart; documents
+    replayed from the translog after a crash could be reordered, a case a rerun of the tick repairs
+    since every write is idempotent.)"""
     search_after: list[Any] | None = None
     while True:
         body: dict[str, Any] = {
             "size": page_size,
             "query": query,
-            "pit": {"id": pit, "keep_alive": keep_alive},
             "sort": [{"_shard_doc": "asc"}],
             "track_total_hits": False,
             **returned,
         }
+        if "filter_path" in body:
+            body["filter_path"] = [*body["filter_path"], "pit_id"]
         if part is not None:
             body["slice"] = {"id": part[0], "max": part[1]}
         if search_after is not None:
             body["search_after"] = search_after
-        hits = client.search(**body).body.get("hits", {}).get("hits", [])
+
+        response = _search_page(client, body, pit)
+        hits = response.get("hits", {}).get("hits", [])
         if not hits:
             return
         yield hits
@@ -161,11 +242,15 @@ def scan_pages(
         returned = {} if source is None else {"source": source}
         fields = ["hits.hits._source", "hits.hits.sort"]
     returned["filter_path"] = [*fields, *(["hits.hits._id"] if with_ids else [])]
-    if slices <= 1:
-        yield from _slice_pages(client, query, returned, page_size, pit, keep_alive, None)
-        return
-    parts = [_slice_pages(client, query, returned, page_size, pit, keep_alive, (i, slices)) for i in range(slices)]
-    yield from _parallel_pages(parts)
+    shared = _Pit(client, index, pit, keep_alive)
+    try:
+        if slices <= 1:
+            yield from _slice_pages(client, query, returned, page_size, shared, None)
+            return
+        parts = [_slice_pages(client, query, returned, page_size, shared, (i, slices)) for i in range(slices)]
+        yield from _parallel_pages(parts)
+    finally:
+        shared.close_reopened()
 
 
 def scan_pit(
@@ -216,11 +301,21 @@ def _bulk_body(chunk: list[tuple[str, Mapping[str, Any]]]) -> bytes:
 def _send_chunk(
     client: Elasticsearch, index: str, chunk: list[tuple[str, Mapping[str, Any]]], max_retries: int
 ) -> tuple[int, list[dict[str, Any]]]:
-    """One bulk request; items rejected with 429 (queue full) are retried with backoff, others reported."""
+    """One bulk request; items rejected with 429 (queue full) are retried with backoff, others reported.
+
+    A request that fails as a whole with a transient error (connection refused or reset, timeout, 429,
+    502-504) is resent whole: ids are deterministic, so a document indexed twice is overwritten, not
+    duplicated.
+    """
     pending, rejected = chunk, []
     for attempt in range(max_retries + 1):
-        response = client.bulk(
-            index=index, operations=_bulk_body(pending), filter_path="errors,items.*.status,items.*.error"
+        body = _bulk_body(pending)
+        response = retrying(
+            lambda body=body: client.bulk(  # type: ignore[misc]
+                index=index, operations=body, filter_path="errors,items.*.status,items.*.error"
+            ),
+            what=f"a bulk write to {index}",
+            client=client,
         )
         if not response.get("errors"):
             pending = []
@@ -245,15 +340,26 @@ def delete_documents(client: Elasticsearch, index: str, ids: Iterable[str], refr
     deleted = 0
     for start in range(0, len(ids), 5_000):
         body = b"".join(_action("delete", doc_id) + b"\n" for doc_id in ids[start : start + 5_000])
-        response = client.bulk(index=index, operations=body, filter_path="items.*.status,items.*.error")
+        response = retrying(
+            lambda body=body: client.bulk(  # type: ignore[misc]
+                index=index, operations=body, filter_path="items.*.status,items.*.error"
+            ),
+            what=f"a bulk delete from {index}",
+            client=client,
+        )
         items = _item_results(response)
         failed = [item for item in items if item.get("status", 500) >= 300 and item.get("status") != 404]
         if failed:
             raise BulkWriteError(f"Elasticsearch refused to delete {len(failed)} documents of {index}: {failed[0]}")
         deleted += sum(1 for item in items if item.get("status") == 200)
     if refresh and ids:
-        client.indices.refresh(index=index)
+        refresh_index(client, index)
     return deleted
+
+
+def refresh_index(client: Elasticsearch, index: str) -> None:
+    """Make what was written searchable; retried on transient errors like every other request."""
+    retrying(lambda: client.indices.refresh(index=index), what=f"a refresh of {index}", client=client)
 
 
 def _chunks(
@@ -306,7 +412,7 @@ def bulk_write(
             f"first rejection: {errors[0]}"
         )
     if refresh:
-        client.indices.refresh(index=index)
+        refresh_index(client, index)
     return written
 
 

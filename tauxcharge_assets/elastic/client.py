@@ -2,15 +2,129 @@
 
 from __future__ import annotations
 
+import os
+import random
 import time
+import weakref
+from collections.abc import Callable
+from typing import TypeVar
 
-from elasticsearch import ApiError, Elasticsearch, TransportError
+from elasticsearch import ApiError, ConnectionError, ConnectionTimeout, Elasticsearch, TransportError
 from elasticsearch.serializer import OrjsonSerializer
+
+T = TypeVar("T")
+
+TRANSIENT_STATUSES = (429, 502, 503, 504)
+# How long one call to Elasticsearch keeps retrying transient errors before the run fails. Read once,
+# from TAUXCHARGE_ES_RETRY_DEADLINE_S; a client made by ``connect(..., retry_deadline_s=...)`` (the
+# Dagster resource's ``retry_deadline_s``) carries its own.
+DEFAULT_RETRY_DEADLINE_S = float(os.environ.get("TAUXCHARGE_ES_RETRY_DEADLINE_S", "60"))
+FIRST_BACKOFF_S, MAX_BACKOFF_S = 0.5, 8.0
+_deadlines: weakref.WeakKeyDictionary[Elasticsearch, float] = weakref.WeakKeyDictionary()
 
 
 class ElasticsearchUnavailableError(RuntimeError):
     """Raised when the server cannot be reached after retries; the message names its address."""
 
+
+def address_of(client: Elasticsearch | None) -> str:
+    """The base URL a client talks to (for messages), or "Elasticsearch" when it cannot be told."""
+    try:
+        return str(client.transport.node_pool.all()[0].base_url)  # type: ignore[union-attr]
+    except Exception:  # a message must never fail for want of an address
+        return "Elasticsearch"
+
+
+def set_retry_deadline(client: Elasticsearch, deadline_s: float) -> Elasticsearch:
+    """Give ``client`` its own retry deadline (``connect`` does, from the resource's ``retry_deadline_s``)."""
+    _deadlines[client] = deadline_s
+    return client
+
+
+def retry_deadline(client: Elasticsearch | None) -> float:
+    """The retry deadline of ``client`` (set by ``connect``), else the module default."""
+    if client is None:
+        return DEFAULT_RETRY_DEADLINE_S
+    try:
+        return _deadlines.get(client, DEFAULT_RETRY_DEADLINE_S)
+    except TypeError:
+        return DEFAULT_RETRY_DEADLINE_S
+
+
+def status_of(error: BaseException) -> int | None:
+    """The HTTP status of an Elasticsearch error, when it has one."""
+    if isinstance(error, ApiError):
+        return getattr(error, "status_code", None) or getattr(getattr(error, "meta", None), "status", None)
+    return None
+
+
+def is_transient(error: BaseException) -> bool:
+    """Connection refused/reset, timeouts, and the statuses a restarting or busy server answers."""
+    if isinstance(error, (ConnectionError, ConnectionTimeout)):
+        return True
+    if isinstance(error, ApiError):
+        status = status_of(error)
+        if status in TRANSIENT_STATUSES:
+            return True
+        # a search answered while the shards are still recovering after a restart
+        return "no_shard_available_action_exception" in str(error)
+    return False
+
+
+def is_lost_pit(error: BaseException) -> bool:
+    """The point in time is gone (expired, or the server restarted): a scan must reopen it."""
+    if not isinstance(error, ApiError):
+        return False
+    text = str(error)
+    return (
+        "search_context_missing_exception" in text
+        or "No search context found" in text
+        or (status_of(error) == 404 and "point in time" in text.lower())
+    )
+
+
+def _unavailable(address: str, what: str, waited_s: float, error: BaseException) -> ElasticsearchUnavailableError:
+    return ElasticsearchUnavailableError(
+        f"Elasticsearch at {address} did not answer {what} for {waited_s:.0f} s "
+        f"({type(error).__name__}: {error}). Check that the server is running and reachable "
+        "(`python -m tauxcharge_assets es status`, or TAUXCHARGE_ES_URL and TAUXCHARGE_ES_API_KEY), "
+        "then run the tick again."
+    )
+
+
+def retrying(
+    call: Callable[[], T],
+    *,
+    what: str,
+    client: Elasticsearch | None = None,
+    deadline_s: float | None = None,
+    retry_if: Callable[[BaseException], bool] = is_transient,
+    on_retry: Callable[[BaseException], None] | None = None,
+) -> T:
+    """``call()``, retried on transient errors with exponential backoff and jitter until a deadline.
+
+    Waits 0.5 s doubling to 8 s (each wait drawn between half and all of that), until ``deadline_s``
+    (default: the client's, see ``retry_deadline``) has passed since the first attempt; then raises
+    ``ElasticsearchUnavailableError`` naming the address and what to check. ``on_retry`` runs before
+    each new attempt (a scan reopens its point in time there). Any other error is raised as is.
+    """
+    deadline = retry_deadline(client) if deadline_s is None else deadline_s
+    started = time.monotonic()
+    backoff = FIRST_BACKOFF_S
+    while True:
+        try:
+            return call()
+        except Exception as error:  # filtered just below
+            if not retry_if(error):
+                raise
+            waited = time.monotonic() - started
+            if waited >= deadline:
+                raise _unavailable(address_of(client), what, waited, error) from None
+            pause = min(backoff, MAX_BACKOFF_S) * random.uniform(0.5, 1.0)
+            time.sleep(min(pause, max(0.0, deadline - waited)))
+            backoff *= 2
+            if on_retry is not None:
+                on_retry(error)
 
 
 def connect(
@@ -19,6 +133,7 @@ def connect(
     attempts: int = 5,
     backoff_s: float = 1.0,
     request_timeout_s: float = 60.0,
+    retry_deadline_s: float | None = None,
 ) -> Elasticsearch:
     """A client whose server answered ``_cluster/health``; retried with backoff, then a clear error.
 
@@ -31,7 +146,10 @@ def connect(
         request_timeout=request_timeout_s,
         max_retries=3,
         retry_on_timeout=True,
+        retry_on_status=TRANSIENT_STATUSES,
     )
+    if retry_deadline_s is not None:
+        set_retry_deadline(client, retry_deadline_s)
     last_error: Exception | None = None
     for attempt in range(attempts):
         try:
@@ -47,5 +165,3 @@ def connect(
         "`python -m tauxcharge_assets es start`, or set TAUXCHARGE_ES_URL (and TAUXCHARGE_ES_API_KEY) "
         "to a reachable server."
     )
-
-

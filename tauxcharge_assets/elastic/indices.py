@@ -134,5 +134,3 @@ def ensure_indices(client: Elasticsearch, indices: IndexNames) -> None:
         else:  # an index made by an older template gains the new fields (adding fields is always allowed)
             client.indices.put_mapping(index=index, properties=mappings["properties"])
     client.cluster.health(wait_for_status="yellow", timeout="30s")
-
-

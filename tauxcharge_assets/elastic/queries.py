@@ -10,6 +10,7 @@ import pandas as pd
 from elasticsearch import Elasticsearch
 
 from tauxcharge_assets.elastic.bulk import gc_paused, scan_pages
+from tauxcharge_assets.elastic.client import retrying
 from tauxcharge_assets.settings import to_utc
 
 RAW_FIELDS = ["timestamp", "name", "value", "ingested_at"]
@@ -63,11 +64,14 @@ def fetch_raw_metrics(
 
 def count_malformed_timestamps(client: Elasticsearch, index: str) -> int:
     """Documents whose timestamp could not be parsed: no time window can find them, so count them."""
-    return int(client.count(index=index, query={"term": {"_ignored": "timestamp"}})["count"])
+    return count_documents(client, index, {"term": {"_ignored": "timestamp"}})
 
 
 def count_documents(client: Elasticsearch, index: str, query: Mapping[str, Any] | None = None) -> int:
-    return int(client.count(index=index, query=query or {"match_all": {}})["count"])
+    response = retrying(
+        lambda: client.count(index=index, query=query or {"match_all": {}}), what=f"a count of {index}", client=client
+    )
+    return int(response["count"])
 
 
 def _forecast_page(fields: list[dict[str, Any]]) -> dict[str, Any]:

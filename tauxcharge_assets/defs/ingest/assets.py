@@ -14,7 +14,7 @@ from pydantic import Field
 from tauxcharge_assets.data import cleaning
 from tauxcharge_assets.data.cleaning import CleanedSeries, CleaningRules, clean_window, value_counts
 from tauxcharge_assets.defs.partitions import tick_partitions, tick_window
-from tauxcharge_assets.defs.resources import ElasticsearchResource
+from tauxcharge_assets.defs.resources import TICK_RETRY_POLICY, ElasticsearchResource, unavailable_as_failure
 from tauxcharge_assets.elastic.queries import count_malformed_timestamps
 from tauxcharge_assets.window.incremental import ElasticsearchReader, update_window
 from tauxcharge_assets.window.rolling import RollingWindow
@@ -51,50 +51,51 @@ class ExtractConfig(Config):
     max_gap_ticks: int = Field(default=12, description="How many ticks back the previous window may end")
 
 
-@asset(partitions_def=tick_partitions, group_name="ingest", kinds={"elasticsearch"})
+@asset(retry_policy=TICK_RETRY_POLICY, partitions_def=tick_partitions, group_name="ingest", kinds={"elasticsearch"})
 def raw_es_extract(
     context: AssetExecutionContext, config: ExtractConfig, elasticsearch: ElasticsearchResource
 ) -> Output[RawExtract]:
     """The metric documents of the 24 h before the partition's end, exactly as they stood then."""
-    window_bounds = tick_window(context.partition_key)
-    client = elasticsearch.get_client()
-    index = elasticsearch.indices.metrics
-    window, report = update_window(
-        ElasticsearchReader(client, index),
-        window_bounds.end,
-        WindowStore.for_index(index),
-        incremental=config.incremental,
-        overlap_minutes=config.overlap_minutes,
-        max_gap=config.max_gap_ticks,
-    )
-    counts = value_counts(window, CleaningRules())
-    extract = RawExtract(
-        index=index,
-        window_end=window.end,
-        mode=report.mode,
-        documents_read=report.documents_read,
-        documents=counts["documents"],
-        invalid_values=counts["non_numeric"] + counts["out_of_range"],
-        newest_timestamp=window.newest_timestamp,
-    )
-    return Output(
-        extract,
-        metadata={
-            "read": report.mode,
-            "why": report.reason,
-            "documents_read": report.documents_read,
-            "documents_added": report.documents_added,
-            "read_seconds": round(report.seconds, 3),
-            "documents": extract.documents,
-            "names": len(window.names),
-            "window_start": window.start.isoformat(),
-            "window_end": window.end.isoformat(),
-            "as_of": window_bounds.as_of.isoformat(),
-            "newest_timestamp": extract.newest_timestamp.isoformat() if extract.newest_timestamp else "none",
-            "stored_window_bytes": window.nbytes(),
-            "index_documents_with_malformed_timestamp": count_malformed_timestamps(client, index),
-        },
-    )
+    with unavailable_as_failure():
+        window_bounds = tick_window(context.partition_key)
+        client = elasticsearch.get_client()
+        index = elasticsearch.indices.metrics
+        window, report = update_window(
+            ElasticsearchReader(client, index),
+            window_bounds.end,
+            WindowStore.for_index(index),
+            incremental=config.incremental,
+            overlap_minutes=config.overlap_minutes,
+            max_gap=config.max_gap_ticks,
+        )
+        counts = value_counts(window, CleaningRules())
+        extract = RawExtract(
+            index=index,
+            window_end=window.end,
+            mode=report.mode,
+            documents_read=report.documents_read,
+            documents=counts["documents"],
+            invalid_values=counts["non_numeric"] + counts["out_of_range"],
+            newest_timestamp=window.newest_timestamp,
+        )
+        return Output(
+            extract,
+            metadata={
+                "read": report.mode,
+                "why": report.reason,
+                "documents_read": report.documents_read,
+                "documents_added": report.documents_added,
+                "read_seconds": round(report.seconds, 3),
+                "documents": extract.documents,
+                "names": len(window.names),
+                "window_start": window.start.isoformat(),
+                "window_end": window.end.isoformat(),
+                "as_of": window_bounds.as_of.isoformat(),
+                "newest_timestamp": extract.newest_timestamp.isoformat() if extract.newest_timestamp else "none",
+                "stored_window_bytes": window.nbytes(),
+                "index_documents_with_malformed_timestamp": count_malformed_timestamps(client, index),
+            },
+        )
 
 
 class CleaningConfig(Config):
@@ -103,7 +104,7 @@ class CleaningConfig(Config):
     max_gap_fill: int = 3
 
 
-@asset(partitions_def=tick_partitions, group_name="ingest", kinds={"pandas"})
+@asset(retry_policy=TICK_RETRY_POLICY, partitions_def=tick_partitions, group_name="ingest", kinds={"pandas"})
 def cleaned_series(config: CleaningConfig, raw_es_extract: RawExtract) -> Output[CleanedSeries]:
     """Every name on the 5-minute grid; each rule's effect is counted in the metadata."""
     rules = CleaningRules(config.value_min, config.value_max, config.max_gap_fill)

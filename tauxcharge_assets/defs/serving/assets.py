@@ -9,7 +9,12 @@ from pydantic import Field
 from tauxcharge_assets.data.cleaning import CleanedSeries
 from tauxcharge_assets.data.sequences import SequenceTensors
 from tauxcharge_assets.defs.partitions import tick_partitions, tick_window
-from tauxcharge_assets.defs.resources import ElasticsearchResource, MlflowResource
+from tauxcharge_assets.defs.resources import (
+    TICK_RETRY_POLICY,
+    ElasticsearchResource,
+    MlflowResource,
+    unavailable_as_failure,
+)
 from tauxcharge_assets.detection.detector import DetectorConfig
 from tauxcharge_assets.detection.report import report_tick
 from tauxcharge_assets.elastic.bulk import bulk_write
@@ -18,6 +23,7 @@ from tauxcharge_assets.reporting import figure_markdown, forecast_plot, metadata
 
 
 @asset(
+    retry_policy=TICK_RETRY_POLICY,
     partitions_def=tick_partitions,
     group_name="serving",
     kinds={"tensorflow", "elasticsearch"},
@@ -30,40 +36,47 @@ def forecasts(
     sequence_tensors: SequenceTensors,
 ) -> Output[pd.DataFrame]:
     """The next hour (t + 5 min first) of every name with its 80 % interval, from the current champion."""
-    version = mlflow.champion_version()
-    if version is None:
-        raise Failure(
-            f"No champion version of {mlflow.registered_model_name!r} in {mlflow.tracking_uri}: "
-            "run retrain_job (trained_model + champion_model) first."
+    with unavailable_as_failure():
+        version = mlflow.champion_version()
+        if version is None:
+            raise Failure(
+                f"No champion version of {mlflow.registered_model_name!r} in {mlflow.tracking_uri}: "
+                "run retrain_job (trained_model + champion_model) first."
+            )
+        model = mlflow.load_model(version)
+        batch = model.batch_for(
+            sequence_tensors.names,
+            sequence_tensors.name_ids,
+            sequence_tensors.values,
+            sequence_tensors.mask,
+            sequence_tensors.next_timestamp,
         )
-    model = mlflow.load_model(version)
-    batch = model.batch_for(
-        sequence_tensors.names,
-        sequence_tensors.name_ids,
-        sequence_tensors.values,
-        sequence_tensors.mask,
-        sequence_tensors.next_timestamp,
-    )
-    frame = forecast_frame(
-        sequence_tensors, model.predict_quantiles(batch), mlflow.registered_model_name, version, context.partition_key
-    )
-    finite = written_forecasts(frame)
-    written = bulk_write(elasticsearch.get_client(), elasticsearch.indices.forecasts, forecast_documents(finite))
-    next_values = frame[frame["horizon_steps"] == 1][["name", "target_timestamp", "lower", "value", "upper"]]
-    history = pd.DataFrame(sequence_tensors.values.T, index=sequence_tensors.timestamps, columns=sequence_tensors.names)
-    return Output(
-        frame,
-        metadata={
-            "names_forecast": len(sequence_tensors.names),
-            "names_without_data": len(sequence_tensors.skipped_names),
-            "documents_written": written,
-            "non_finite_forecasts": len(frame) - len(finite),
-            "model": f"models:/{mlflow.registered_model_name}/{version} (champion)",
-            "issued_at": sequence_tensors.next_timestamp.isoformat(),
-            "next_values": metadata_table(next_values),
-            "plot": figure_markdown(forecast_plot(history, frame, sequence_tensors.names[:4])),
-        },
-    )
+        frame = forecast_frame(
+            sequence_tensors,
+            model.predict_quantiles(batch),
+            mlflow.registered_model_name,
+            version,
+            context.partition_key,
+        )
+        finite = written_forecasts(frame)
+        written = bulk_write(elasticsearch.get_client(), elasticsearch.indices.forecasts, forecast_documents(finite))
+        next_values = frame[frame["horizon_steps"] == 1][["name", "target_timestamp", "lower", "value", "upper"]]
+        history = pd.DataFrame(
+            sequence_tensors.values.T, index=sequence_tensors.timestamps, columns=sequence_tensors.names
+        )
+        return Output(
+            frame,
+            metadata={
+                "names_forecast": len(sequence_tensors.names),
+                "names_without_data": len(sequence_tensors.skipped_names),
+                "documents_written": written,
+                "non_finite_forecasts": len(frame) - len(finite),
+                "model": f"models:/{mlflow.registered_model_name}/{version} (champion)",
+                "issued_at": sequence_tensors.next_timestamp.isoformat(),
+                "next_values": metadata_table(next_values),
+                "plot": figure_markdown(forecast_plot(history, frame, sequence_tensors.names[:4])),
+            },
+        )
 
 
 _DETECTOR = DetectorConfig()  # the detector's defaults live in its dataclass
@@ -103,7 +116,12 @@ class AnomalyConfig(Config):
         )
 
 
-@asset(partitions_def=tick_partitions, group_name="serving", kinds={"pandas", "elasticsearch"})
+@asset(
+    retry_policy=TICK_RETRY_POLICY,
+    partitions_def=tick_partitions,
+    group_name="serving",
+    kinds={"pandas", "elasticsearch"},
+)
 def anomaly_report(
     context: AssetExecutionContext,
     config: AnomalyConfig,
@@ -112,18 +130,21 @@ def anomaly_report(
     forecasts: pd.DataFrame,
 ) -> Output[pd.DataFrame]:
     """This tick's newest actual values scored by the detector against the forecasts made for them."""
-    window = tick_window(context.partition_key)
-    report = report_tick(
-        elasticsearch.get_client(),
-        elasticsearch.indices,
-        context.partition_key,
-        window.end,
-        window.as_of,
-        cleaned_series.values.where(cleaned_series.observed),
-        written_forecasts(forecasts),
-        config.detector(),
-        config.evaluated_slots,
-        config.forecast_lookback_slots,
-        config.incremental,
-    )
-    return Output(report.scores.scored, metadata={**report.metadata(), "forecasts_issued_this_tick": len(forecasts)})
+    with unavailable_as_failure():
+        window = tick_window(context.partition_key)
+        report = report_tick(
+            elasticsearch.get_client(),
+            elasticsearch.indices,
+            context.partition_key,
+            window.end,
+            window.as_of,
+            cleaned_series.values.where(cleaned_series.observed),
+            written_forecasts(forecasts),
+            config.detector(),
+            config.evaluated_slots,
+            config.forecast_lookback_slots,
+            config.incremental,
+        )
+        return Output(
+            report.scores.scored, metadata={**report.metadata(), "forecasts_issued_this_tick": len(forecasts)}
+        )
