@@ -61,12 +61,15 @@ def _loaded_class(module: str, name: str) -> type | None:
 
 
 def unwrap(error: BaseException) -> BaseException:
-    """The user code's exception inside Dagster's wrappers (``DagsterExecutionStepExecutionError``...)."""
-    wrapper = _loaded_class("dagster", "DagsterUserCodeExecutionError")
+    """The user code's exception inside Dagster's wrappers (``DagsterExecutionStepExecutionError``, the
+    error a ``RetryPolicy`` raises once its retries are spent, ...)."""
+    wrapper = _loaded_class("dagster", "DagsterError")
     seen: set[int] = set()
     while wrapper is not None and isinstance(error, wrapper) and id(error) not in seen:
         seen.add(id(error))
         inner = getattr(error, "user_exception", None) or error.__cause__
+        if not isinstance(inner, BaseException) and hasattr(error, "failure_message"):  # no cause: keep it
+            break
         if not isinstance(inner, BaseException):
             break
         error = inner
@@ -88,6 +91,14 @@ def user_facing(error: BaseException) -> UserFacingError | None:
     error = unwrap(error)
     if isinstance(error, UserFacingError):
         return UserFacingError(one_line(str(error)), error.exit_code)
+    # Retries spent (a RetryPolicy): Dagster keeps only the serialised errors; the last cause is ours.
+    for info in getattr(error, "user_code_process_error_infos", None) or []:
+        while info is not None:
+            for _module, name, exit_code, prefix in KNOWN_FAILURES:
+                if info.cls_name == name:
+                    message = info.message.split(": ", 1)[-1] if ": " in info.message else info.message
+                    return UserFacingError(one_line(prefix + message) + HINTS.get(name, ""), exit_code)
+            info = info.cause
     for module, name, exit_code, prefix in KNOWN_FAILURES:
         known = _loaded_class(module, name)
         if known is not None and isinstance(error, known):
