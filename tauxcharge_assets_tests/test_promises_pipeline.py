@@ -347,9 +347,7 @@ def test_the_backfill_command_materializes_each_partition(trained: Trained, tmp_
     assert done.returncode == 0, done.stderr[-3000:]
     assert trained.forecasts_of(first) == trained.forecasts_of(last) == NAMES * 12
     assert trained.secret not in done.stdout + done.stderr
-    from dagster._core.instance.ref import InstanceRef
-
-    recorded = DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path / "dagster_home")))
+    recorded = DagsterInstance.from_config(str(tmp_path / "dagster_home"))
     runs = recorded.get_runs()
     assert sorted(run.tags.get("dagster/partition") for run in runs) == [first, last]
     assert all(run.is_success for run in runs)
