@@ -10,7 +10,7 @@ from dagster import Definitions
 
 from tauxcharge_assets.defs.features.assets import encoded_names, sequence_tensors
 from tauxcharge_assets.defs.ingest import checks as ingest_checks
-from tauxcharge_assets.defs.ingest.assets import cleaned_series, raw_es_extract
+from tauxcharge_assets.defs.ingest.assets import cleaned_series, quarantined_documents, raw_es_extract
 from tauxcharge_assets.defs.io_manager import RetainedFilesystemIOManager
 from tauxcharge_assets.defs.model import checks as model_checks
 from tauxcharge_assets.defs.model.assets import champion_model, trained_model
@@ -27,6 +27,7 @@ from tauxcharge_assets.settings import data_dir
 ALL_ASSETS = [
     raw_es_extract,
     cleaned_series,
+    quarantined_documents,
     encoded_names,
     sequence_tensors,
     trained_model,

@@ -20,6 +20,7 @@ def test_definitions_load_and_validate() -> None:
         for name in (
             "raw_es_extract",
             "cleaned_series",
+            "quarantined_documents",
             "encoded_names",
             "sequence_tensors",
             "trained_model",

@@ -32,7 +32,8 @@ from tauxcharge_assets.elastic.bulk import bulk_write
 STEP = pd.Timedelta(minutes=5)
 END = pd.Timestamp.now(tz="UTC").floor("h") - pd.Timedelta(days=1)
 TICK_ASSET_NAMES = [
-    "raw_es_extract", "cleaned_series", "encoded_names", "sequence_tensors", "forecasts", "anomaly_report"
+    "raw_es_extract", "cleaned_series", "quarantined_documents", "encoded_names", "sequence_tensors", "forecasts",
+    "anomaly_report",
 ]
 
 
@@ -115,6 +116,7 @@ def test_the_gates_are_blocking_as_the_readme_says() -> None:
     assert {name: spec.blocking for name, spec in specs.items()} == {
         "raw_es_extract_is_fresh": True,
         "raw_values_in_range": False,
+        "quarantine_share_within_limit": False,
         "cleaned_series_is_complete": True,
         "cleaned_series_has_unique_slots": True,
         "forecasts_are_finite": True,
@@ -240,7 +242,7 @@ def test_a_clean_tick_passes_every_gate(tick_data, monkeypatch: pytest.MonkeyPat
     use_stub_model(monkeypatch, StubModel())
     tick = tick_data()
     assert tick.result.success, tick.outcomes()
-    assert all(e.passed for e in tick.checks().values()) and len(tick.checks()) == 5
+    assert all(e.passed for e in tick.checks().values()) and len(tick.checks()) == 6
     assert tick.materialized() == set(TICK_ASSET_NAMES)
 
 

@@ -40,6 +40,7 @@ class CleanedSeries:
     values: pd.DataFrame  # grid (UTC) x names; NaN where still missing after gap filling
     observed: pd.DataFrame  # grid x names; True where a valid document was found
     counts: dict[str, int]
+    rules: CleaningRules = CleaningRules()  # what produced it: the quarantine lists documents by the same rules
 
     @property
     def names(self) -> list[str]:
@@ -59,11 +60,11 @@ def clean_series(
     return clean_window(add_documents(window, from_frame(raw)), rules)
 
 
-def _winners(window: RollingWindow, in_range: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per cell holding several numeric documents: (row, column, value) of the one rule 5 keeps."""
+def duplicate_winners(window: RollingWindow, selected: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per cell holding several numeric documents (``selected`` of ``extra``): (row, column, value) rule 5 keeps."""
     n = max(1, len(window.names))
-    slot, column = window.extra["slot"][in_range], window.extra["column"][in_range]
-    value, ingested = window.extra["value"][in_range], window.extra["ingested"][in_range]
+    slot, column = window.extra["slot"][selected], window.extra["column"][selected]
+    value, ingested = window.extra["value"][selected], window.extra["ingested"][selected]
     if not len(value):
         return np.empty(0, np.int64), np.empty(0, np.int64), value
     cells = (slot - window.start_slot) * n + column
@@ -73,15 +74,15 @@ def _winners(window: RollingWindow, in_range: np.ndarray) -> tuple[np.ndarray, n
     return cells[chosen] // n, cells[chosen] % n, value[chosen]
 
 
-def _in_range(values: np.ndarray, rules: CleaningRules) -> np.ndarray:
+def in_range(values: np.ndarray, rules: CleaningRules) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         return (values >= rules.value_min) & (values <= rules.value_max)
 
 
 def value_counts(window: RollingWindow, rules: CleaningRules) -> dict[str, int]:
     """The document counts of rules 1-4 for ``window``, without building the grid (cheap)."""
-    dense_in_range = _in_range(window.value, rules)
-    extra_in_range = _in_range(window.extra["value"], rules)
+    dense_in_range = in_range(window.value, rules)
+    extra_in_range = in_range(window.extra["value"], rules)
     single = window.count == 1
     return {
         "documents": int(window.slot_documents.sum()),
@@ -96,10 +97,10 @@ def value_counts(window: RollingWindow, rules: CleaningRules) -> dict[str, int]:
 def clean_window(window: RollingWindow, rules: CleaningRules | None = None) -> CleanedSeries:
     """The window on its grid, names sorted, with every rule's count (see the module docstring)."""
     rules = rules or CleaningRules()
-    dense_valid = (window.count == 1) & _in_range(window.value, rules)
-    extra_in_range = _in_range(window.extra["value"], rules)
+    dense_valid = (window.count == 1) & in_range(window.value, rules)
+    extra_in_range = in_range(window.extra["value"], rules)
     values = np.where(dense_valid, window.value, np.nan)
-    rows, columns, winners = _winners(window, extra_in_range)
+    rows, columns, winners = duplicate_winners(window, extra_in_range)
     values[rows, columns] = winners
     order = np.argsort(window.names.astype(str), kind="stable") if len(window.names) else np.empty(0, np.int64)
     values = np.ascontiguousarray(values[:, order])
@@ -119,6 +120,7 @@ def clean_window(window: RollingWindow, rules: CleaningRules | None = None) -> C
         values=pd.DataFrame(filled, index=slots, columns=names),
         observed=pd.DataFrame(observed, index=slots, columns=names),
         counts=counts,
+        rules=rules,
     )
 
 

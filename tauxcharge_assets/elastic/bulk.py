@@ -219,8 +219,9 @@ def scan_pages(
 ) -> Iterator[list[dict[str, Any]]]:
     """Pages of hits of ``query`` through a point in time and ``search_after``: consistent and unbounded.
 
-    Each hit carries ``_source`` (filtered to ``source`` when given) or, with ``docvalue_fields``, only
-    ``fields`` read from doc values (no stored field is opened unless ``with_ids``), plus ``sort`` and,
+    Each hit carries ``_source`` (filtered to ``source`` when given) or, with ``docvalue_fields``,
+    ``fields`` read from doc values (no stored field is opened unless ``with_ids`` or ``source``; then
+    ``_source`` comes too, filtered to ``source``), plus ``sort`` and,
     when asked, ``_id``: ``filter_path`` drops the rest so the client decodes less JSON. ``pit`` reuses a
     point in time opened by the caller (several queries, one snapshot). ``slices > 1`` reads that many
     slices of the point in time concurrently: the server prepares pages while this process decodes
@@ -234,10 +235,10 @@ def scan_pages(
         return
     returned: dict[str, Any]
     if docvalue_fields is not None:
-        returned = {"source": False, "docvalue_fields": docvalue_fields}
-        if not with_ids:
+        returned = {"source": source if source is not None else False, "docvalue_fields": docvalue_fields}
+        if not with_ids and source is None:
             returned["stored_fields"] = "_none_"  # measured: opening stored fields is most of the server's work
-        fields = ["hits.hits.fields", "hits.hits.sort"]
+        fields = ["hits.hits.fields", "hits.hits.sort", *(["hits.hits._source"] if source is not None else [])]
     else:
         returned = {} if source is None else {"source": source}
         fields = ["hits.hits._source", "hits.hits.sort"]

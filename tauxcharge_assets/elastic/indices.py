@@ -9,7 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
 from elasticsearch import ApiError, Elasticsearch
+
+from tauxcharge_assets.elastic.client import retrying
+from tauxcharge_assets.settings import to_utc
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,15 @@ class IndexNames:
     @property
     def detector_state(self) -> str:
         return f"{self.prefix}-detector-state"
+
+    @property
+    def quarantine(self) -> str:
+        """The base of the daily quarantine indices (``<prefix>-quarantine-YYYY.MM.DD``, see ``daily``)."""
+        return f"{self.prefix}-quarantine"
+
+    def daily(self, base: str, day: pd.Timestamp) -> str:
+        """One index per UTC day, so retention drops whole indices (this build has no delete-by-query)."""
+        return f"{base}-{to_utc(day):%Y.%m.%d}"
 
 
 _SETTINGS = {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"}
@@ -103,6 +116,21 @@ _TEMPLATES: dict[str, dict[str, Any]] = {
             "state": {"type": "object", "enabled": False},  # kept in _source only, never indexed
         },
     },
+    "quarantine": {  # one entry per bad metric document (data.quarantine), in daily indices
+        "dynamic": "strict",
+        "properties": {
+            "document_id": {"type": "keyword"},
+            "metrics_index": {"type": "keyword"},
+            "reason": {"type": "keyword"},
+            "detail": {"type": "text"},
+            "kept": {"type": "boolean"},
+            "name": {"type": "keyword"},
+            "timestamp": {"type": "date"},
+            "ingested_at": {"type": "date"},
+            "sent": {"type": "keyword", "ignore_above": 2048},
+            "partition_key": {"type": "keyword"},
+        },
+    },
     "names": {
         "dynamic": "strict",
         "properties": {
@@ -114,17 +142,22 @@ _TEMPLATES: dict[str, dict[str, Any]] = {
 }
 
 
+_DAILY = {"quarantine"}  # created on first write, one per day; the others exist from the start
+
+
 def ensure_indices(client: Elasticsearch, indices: IndexNames) -> None:
     """Install the composable index templates we own, then create the indices if missing."""
     for kind, mappings in _TEMPLATES.items():
         index = getattr(indices, kind)
         client.indices.put_index_template(
             name=f"{index}-template",
-            index_patterns=[f"{index}*"],
+            index_patterns=[f"{index}-*" if kind in _DAILY else f"{index}*"],
             priority=500,
             template={"settings": _SETTINGS, "mappings": mappings},
             meta={"owner": "tauxcharge_assets"},
         )
+        if kind in _DAILY:
+            continue
         if not client.indices.exists(index=index):
             try:
                 client.indices.create(index=index)
@@ -134,3 +167,20 @@ def ensure_indices(client: Elasticsearch, indices: IndexNames) -> None:
         else:  # an index made by an older template gains the new fields (adding fields is always allowed)
             client.indices.put_mapping(index=index, properties=mappings["properties"])
     client.cluster.health(wait_for_status="yellow", timeout="30s")
+
+
+def drop_expired_daily(client: Elasticsearch, base: str, today: pd.Timestamp, keep_days: int) -> list[str]:
+    """Delete the daily indices of ``base`` older than ``keep_days`` before ``today``; returns their names.
+
+    Whole indices are dropped: this build has neither ILM nor delete-by-query.
+    """
+    oldest_kept = (to_utc(today).normalize() - pd.Timedelta(days=keep_days)).strftime("%Y.%m.%d")
+    existing = retrying(
+        lambda: client.indices.get(index=f"{base}-*", allow_no_indices=True, ignore_unavailable=True),
+        what=f"the list of {base} indices",
+        client=client,
+    )
+    expired = sorted(name for name in existing if name.removeprefix(f"{base}-") < oldest_kept)
+    for name in expired:
+        retrying(lambda name=name: client.indices.delete(index=name), what=f"deleting {name}", client=client)
+    return expired

@@ -8,14 +8,26 @@ pointing at the stored window, so what Dagster persists per partition stays smal
 from dataclasses import dataclass
 
 import pandas as pd
-from dagster import AssetExecutionContext, Config, Failure, MetadataValue, Output, asset
+from dagster import (
+    AssetExecutionContext,
+    Config,
+    Failure,
+    MetadataValue,
+    Output,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+    asset,
+)
 from pydantic import Field
 
-from tauxcharge_assets.data import cleaning
+from tauxcharge_assets.data import cleaning, quarantine
 from tauxcharge_assets.data.cleaning import CleanedSeries, CleaningRules, clean_window, value_counts
 from tauxcharge_assets.defs.partitions import tick_partitions, tick_window
 from tauxcharge_assets.defs.resources import TICK_RETRY_POLICY, ElasticsearchResource, unavailable_as_failure
-from tauxcharge_assets.elastic.queries import count_malformed_timestamps
+from tauxcharge_assets.elastic.bulk import bulk_write
+from tauxcharge_assets.elastic.indices import drop_expired_daily
+from tauxcharge_assets.elastic.queries import count_documents, count_malformed_timestamps
 from tauxcharge_assets.window.incremental import ElasticsearchReader, update_window
 from tauxcharge_assets.window.rolling import RollingWindow
 from tauxcharge_assets.window.store import WindowStore
@@ -120,3 +132,88 @@ def cleaned_series(config: CleaningConfig, raw_es_extract: RawExtract) -> Output
             "rules": MetadataValue.md(cleaning.__doc__ or ""),
         },
     )
+
+
+@dataclass(frozen=True)
+class QuarantineSummary:
+    """``quarantined_documents``' value: what arrived in the partition's 5 minutes and what was bad."""
+
+    index: str  # the daily quarantine index the entries went to
+    arrived: int
+    by_reason: dict[str, int]
+    max_rejected_share: float
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.by_reason[reason] for reason in quarantine.REJECTED)
+
+    @property
+    def rejected_share(self) -> float:
+        return self.rejected / self.arrived if self.arrived else 0.0
+
+
+class QuarantineConfig(Config):
+    max_rejected_share: float = Field(
+        default=0.02, description="The check fails when more of a tick's arrivals than this are rejected"
+    )
+    retention_days: int = Field(default=14, description="Daily quarantine indices older than this are deleted")
+
+
+_WITHOUT_ANY_TIME = {"bool": {"must_not": [{"exists": {"field": "timestamp"}}, {"exists": {"field": "ingested_at"}}]}}
+_TABLE = TableSchema(columns=[TableColumn(key, "string") for key in ("name", "reason", "detail", "document_id")])
+
+
+@asset(retry_policy=TICK_RETRY_POLICY, partitions_def=tick_partitions, group_name="ingest", kinds={"elasticsearch"})
+def quarantined_documents(
+    context: AssetExecutionContext,
+    config: QuarantineConfig,
+    elasticsearch: ElasticsearchResource,
+    raw_es_extract: RawExtract,
+    cleaned_series: CleanedSeries,
+) -> Output[QuarantineSummary]:
+    """Every bad document that arrived in the partition's 5 minutes, by id and reason, in a quarantine index.
+
+    Beside the tick, not before it: a bad collector must not stop the forecasts of every other name
+    (the cleaning already drops or rewrites what is bad); the check on this asset raises the alarm.
+    """
+    with unavailable_as_failure():
+        bounds = tick_window(context.partition_key)
+        client = elasticsearch.get_client()
+        names = elasticsearch.indices
+        window, rules = raw_es_extract.window(), cleaned_series.rules
+        query = quarantine.suspects_query(window, rules, bounds.start, bounds.end)
+        arrivals = quarantine.read_suspects(client, names.metrics, query)
+        listed = quarantine.entries(arrivals, window, rules, names.metrics, context.partition_key)
+        index = names.daily(names.quarantine, bounds.start)
+        if listed:
+            bulk_write(client, index, listed)
+        summary = QuarantineSummary(
+            index=index,
+            arrived=count_documents(client, names.metrics, quarantine.arrivals_query(bounds.start, bounds.end)),
+            by_reason=quarantine.count_by_reason(listed),
+            max_rejected_share=config.max_rejected_share,
+        )
+        expired = drop_expired_daily(client, names.quarantine, bounds.start, config.retention_days)
+        by_name = pd.Series([entry["name"] or "(no name)" for _, entry in listed], dtype=object).value_counts()
+        return Output(
+            summary,
+            metadata={
+                "arrived": summary.arrived,
+                "quarantined": len(listed),
+                "rejected": summary.rejected,
+                "rejected_share": summary.rejected_share,
+                **{f"count_{reason}": count for reason, count in summary.by_reason.items()},
+                "index": index,
+                "expired_indices": ", ".join(expired) or "none",
+                "names_most_quarantined": ", ".join(f"{name} ({n})" for name, n in by_name.head(10).items()) or "none",
+                "index_documents_without_any_time": count_documents(client, names.metrics, _WITHOUT_ANY_TIME),
+                "first_entries": MetadataValue.table(
+                    [
+                        TableRecord({key: str(entry[key]) for key in ("name", "reason", "detail", "document_id")})
+                        for _, entry in listed[:20]
+                    ],
+                    schema=_TABLE,
+                ),
+                "reasons": MetadataValue.md(quarantine.__doc__ or ""),
+            },
+        )

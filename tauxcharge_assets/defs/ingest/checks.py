@@ -10,7 +10,13 @@ import pandas as pd
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, asset_check
 
 from tauxcharge_assets.data.cleaning import CleanedSeries, CleaningRules
-from tauxcharge_assets.defs.ingest.assets import RawExtract, cleaned_series, raw_es_extract
+from tauxcharge_assets.defs.ingest.assets import (
+    QuarantineSummary,
+    RawExtract,
+    cleaned_series,
+    quarantined_documents,
+    raw_es_extract,
+)
 from tauxcharge_assets.defs.partitions import tick_partitions, tick_window
 
 
@@ -81,6 +87,20 @@ def unique_slots(cleaned: CleanedSeries, rules: CleaningRules = CleaningRules())
     )
 
 
+def rejected_share(summary: QuarantineSummary) -> AssetCheckResult:
+    """The share of a tick's arrivals that the cleaning rejected, against ``QuarantineConfig.max_rejected_share``."""
+    return AssetCheckResult(
+        passed=summary.rejected_share <= summary.max_rejected_share,
+        metadata={
+            "arrived": summary.arrived,
+            "rejected": summary.rejected,
+            "rejected_share": summary.rejected_share,
+            "max_share": summary.max_rejected_share,
+            "quarantine_index": summary.index,
+        },
+    )
+
+
 @asset_check(asset=raw_es_extract, partitions_def=tick_partitions, blocking=True)
 def raw_es_extract_is_fresh(context: AssetCheckExecutionContext, raw_es_extract: RawExtract) -> AssetCheckResult:
     """The newest document is at most 15 minutes older than the partition's end."""
@@ -106,4 +126,19 @@ def cleaned_series_has_unique_slots(cleaned_series: CleanedSeries) -> AssetCheck
     return unique_slots(cleaned_series)
 
 
-ALL_CHECKS = [raw_es_extract_is_fresh, raw_values_in_range, cleaned_series_is_complete, cleaned_series_has_unique_slots]
+@asset_check(asset=quarantined_documents, partitions_def=tick_partitions, blocking=False)
+def quarantine_share_within_limit(quarantined_documents: QuarantineSummary) -> AssetCheckResult:
+    """At most ``max_rejected_share`` (2 % by default) of the documents that arrived in the tick are rejected.
+
+    Severity ERROR, not blocking: the forecasts do not depend on the quarantine (see its asset).
+    """
+    return rejected_share(quarantined_documents)
+
+
+ALL_CHECKS = [
+    raw_es_extract_is_fresh,
+    raw_values_in_range,
+    cleaned_series_is_complete,
+    cleaned_series_has_unique_slots,
+    quarantine_share_within_limit,
+]

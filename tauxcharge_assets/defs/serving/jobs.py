@@ -5,11 +5,19 @@ from __future__ import annotations
 from dagster import AssetSelection, define_asset_job, in_process_executor
 
 from tauxcharge_assets.defs.features.assets import encoded_names, sequence_tensors
-from tauxcharge_assets.defs.ingest.assets import cleaned_series, raw_es_extract
+from tauxcharge_assets.defs.ingest.assets import cleaned_series, quarantined_documents, raw_es_extract
 from tauxcharge_assets.defs.partitions import tick_partitions
 from tauxcharge_assets.defs.serving.assets import anomaly_report, forecasts
 
-TICK_ASSETS = [raw_es_extract, cleaned_series, encoded_names, sequence_tensors, forecasts, anomaly_report]
+TICK_ASSETS = [
+    raw_es_extract,
+    cleaned_series,
+    quarantined_documents,
+    encoded_names,
+    sequence_tensors,
+    forecasts,
+    anomaly_report,
+]
 
 tick_job = define_asset_job(
     "tick_job",
