@@ -152,8 +152,10 @@ def classify(batch: DocumentBatch, window: RollingWindow, rules: CleaningRules) 
         position = np.clip(np.searchsorted(cells, cell), 0, len(cells) - 1)
         duplicate = (column >= 0) & (cells[position] == cell)
         reasons[candidates[duplicate]] = "duplicate"
-        kept[candidates] = duplicate & (kept_ingested[position] == batch.ingested[candidates])
-        kept[candidates] &= kept_value[position] == batch.value[candidates]
+        winner = duplicate & (kept_ingested[position] == batch.ingested[candidates])
+        winner &= kept_value[position] == batch.value[candidates]
+        _, first = np.unique(cell[winner], return_index=True)  # identical twins: one of them is the kept one
+        kept[candidates[np.flatnonzero(winner)[first]]] = True
     return reasons, kept
 
 
