@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dagster import Definitions
 
+from tauxcharge_assets.defs.capacity.assets import capacity_forecast
+from tauxcharge_assets.defs.capacity.jobs import capacity_job, capacity_schedule
 from tauxcharge_assets.defs.features.assets import encoded_names, sequence_tensors
 from tauxcharge_assets.defs.ingest import checks as ingest_checks
 from tauxcharge_assets.defs.ingest.assets import cleaned_series, quarantined_documents, raw_es_extract
@@ -34,6 +36,7 @@ ALL_ASSETS = [
     champion_model,
     forecasts,
     anomaly_report,
+    capacity_forecast,
     hyperparameter_search,
 ]
 ALL_CHECKS = [*ingest_checks.ALL_CHECKS, *serving_checks.ALL_CHECKS, *model_checks.ALL_CHECKS]
@@ -51,8 +54,8 @@ def build_resources(io_manager_base_dir: str | None = None) -> dict[str, object]
 defs = Definitions(
     assets=ALL_ASSETS,
     asset_checks=ALL_CHECKS,
-    jobs=[tick_job, retrain_job, hyperparameter_search_job],
-    schedules=[tick_schedule],
+    jobs=[tick_job, retrain_job, hyperparameter_search_job, capacity_job],
+    schedules=[tick_schedule, capacity_schedule],
     sensors=[retrain_sensor],
     resources=build_resources(),
 )

@@ -111,3 +111,31 @@ def backtest_plot(summary: pd.DataFrame):
     figure.tight_layout()
     plt.close(figure)
     return figure
+
+
+def capacity_plot(peaks: pd.DataFrame, crossings: pd.DataFrame, level: float, names: Sequence[str]):
+    """Daily peaks of the names soonest at risk, their trend line to the crossing, and the saturation level."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    figure, axis = plt.subplots(figsize=(8, 3))
+    for name in names:
+        series = peaks[name].dropna() if name in peaks else pd.Series(dtype=float)
+        (line,) = axis.plot(series.index, series.to_numpy(), marker=".", linewidth=0.8, label=name)
+        row = crossings[(crossings["name"] == name) & (crossings["horizon"] == "weeks")]
+        if len(row) and len(series):
+            slope = float(row["slope_per_day"].iloc[0])
+            end = row["crossing_at"].iloc[0]
+            days = (end - series.index[-1]) / pd.Timedelta(days=1)
+            start_value = float(np.polyval(np.polyfit((series.index - series.index[0]).days, series, 1), 0))
+            fitted_last = start_value + slope * (series.index[-1] - series.index[0]).days
+            axis.plot([series.index[-1], end], [fitted_last, fitted_last + slope * days], "--", color=line.get_color())
+    axis.axhline(level, color="tab:red", linewidth=1, label=f"saturation {level:g} %")
+    axis.set_ylabel("daily peak (%)")
+    axis.legend(fontsize=7, loc="upper left")
+    figure.tight_layout()
+    plt.close(figure)
+    return figure

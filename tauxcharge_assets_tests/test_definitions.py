@@ -28,6 +28,7 @@ def test_definitions_load_and_validate() -> None:
             "hyperparameter_search",
             "forecasts",
             "anomaly_report",
+            "capacity_forecast",
         )
     }
     graph = defs.resolve_asset_graph()
