@@ -6,6 +6,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 # Everything the suite imports is linted: the package, the tests, and the benchmarks/ and scripts/ they load.
 .venv/bin/python -m ruff check tauxcharge_assets tauxcharge_assets_tests benchmarks scripts || exit 1
+# PostgreSQL and Chromium for the production and dashboard tests (installed once, from Debian).
+bash scripts/test_services.sh || exit 1
 .venv/bin/python -m pytest "$@"
 rc=$?
 if [ "$rc" = 5 ]; then

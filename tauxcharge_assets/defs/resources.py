@@ -35,6 +35,11 @@ DEFAULT_ES_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
 TICK_RETRY_POLICY = RetryPolicy(max_retries=3, delay=5, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 
 
+# Every job reads or writes Elasticsearch heavily; the production instance's queued run coordinator
+# limits the runs carrying this tag (tauxcharge_assets/deploy/dagster.yaml).
+ELASTICSEARCH_HEAVY = {"tauxcharge/elasticsearch": "heavy"}
+
+
 @contextlib.contextmanager
 def unavailable_as_failure() -> Iterator[None]:
     """An unreachable server is an expected failure: reported as its one-line message, no traceback."""

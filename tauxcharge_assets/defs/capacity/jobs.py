@@ -14,10 +14,12 @@ from dagster import (
 
 from tauxcharge_assets.defs.capacity.assets import capacity_forecast
 from tauxcharge_assets.defs.partitions import partition_key_ending_at, tick_partitions
+from tauxcharge_assets.defs.resources import ELASTICSEARCH_HEAVY
 from tauxcharge_assets.settings import automation_enabled, to_utc
 
 capacity_job = define_asset_job(
     "capacity_job",
+    tags=ELASTICSEARCH_HEAVY,
     selection=AssetSelection.assets(capacity_forecast),
     partitions_def=tick_partitions,
     executor_def=in_process_executor,
