@@ -240,13 +240,44 @@ def _simulate(args: argparse.Namespace) -> int:
     from tauxcharge_assets.settings import to_utc
 
     resource = _elasticsearch(args.es_attempts).process_config_and_initialize()
-    resource.get_client()  # an unreachable server fails now, not after the simulation
+    client = resource.get_client()  # an unreachable server fails now, not after the simulation
+    if args.live:
+        return _simulate_live(args, resource, client)
     end = to_utc(args.end) if args.end else pd.Timestamp.now(tz="UTC").floor("5min")
     spec = SimulationSpec(
         n_names=args.names, days=args.days, end=end, seed=args.seed, recent_anomalies=args.recent_anomalies
     )
     written = load_simulation(resource, spec, Path(args.labels))
     print(f"wrote {written} documents; labels in {args.labels}")
+    return 0
+
+
+def _simulate_live(args: argparse.Namespace, resource: Any, client: Any) -> int:
+    import pandas as pd
+
+    from tauxcharge_assets.cli.live import live_simulation, run_live
+    from tauxcharge_assets.elastic.queries import newest_timestamp
+
+    started = pd.Timestamp.now(tz="UTC")
+    days = max(1, int(-(-args.days // 1)))
+    with Step(f"Simulating {args.names} names, {days} days back to {args.days_ahead} days ahead"):
+        simulation = live_simulation(args.names, args.seed, started, days, args.days_ahead)
+    newest = newest_timestamp(client, resource.indices.metrics)
+    since = newest if newest is not None else simulation.values.index[0] - pd.Timedelta(minutes=5)
+    print(
+        f"writing what arrives every {args.interval_s:g} s after {since.isoformat()} to "
+        f"{resource.indices.metrics} (Ctrl-C stops)",
+        flush=True,
+    )
+    rounds = run_live(
+        resource,
+        simulation,
+        since,
+        interval_s=args.interval_s,
+        rounds=args.rounds,
+        report=lambda done: print(f"{done.until.isoformat()}: wrote {done.written} documents", flush=True),
+    )
+    print(f"{len(rounds)} rounds, {sum(r.written for r in rounds)} documents")
     return 0
 
 
@@ -484,6 +515,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="anomalies placed in the last hour, so the next tick reports them",
     )
     sim.add_argument("--labels", default=str(labels), help="where to write the injected anomalies (JSON)")
+    sim.add_argument(
+        "--live",
+        action="store_true",
+        help="keep writing current data: every --interval-s, the documents that arrived since (continuing after "
+        "the newest document already indexed), until Ctrl-C or --rounds (default: off)",
+    )
+    sim.add_argument("--interval-s", type=_positive_float, default=300.0, help="with --live: seconds between rounds")
+    sim.add_argument("--rounds", type=_positive_int, help="with --live: stop after this many rounds (default: never)")
+    sim.add_argument("--days-ahead", type=_positive_int, default=7, help="with --live: how long the simulation runs")
     _es_attempts(sim)
 
     load = command("load-nab", "load the NAB realAWSCloudwatch CSVs into the metrics index", _load_nab)

@@ -194,3 +194,14 @@ def daily_peaks(
     peaks = frame.pivot(index="day", columns="name", values="peak")
     days = pd.date_range(to_utc(start).normalize(), to_utc(end), freq="D", inclusive="left", name="day")
     return peaks.reindex(days.union(peaks.index))
+
+
+def newest_timestamp(client: Elasticsearch, index: str) -> pd.Timestamp | None:
+    """The newest document timestamp of ``index``, or None when it holds none."""
+    response = retrying(
+        lambda: client.search(index=index, size=0, aggs={"newest": {"max": {"field": "timestamp"}}}),
+        what=f"the newest timestamp of {index}",
+        client=client,
+    )
+    value = response["aggregations"]["newest"]["value"]
+    return None if value is None else pd.Timestamp(int(value), unit="ms", tz="UTC")
