@@ -32,7 +32,12 @@ from tauxcharge_assets.elastic.bulk import bulk_write
 STEP = pd.Timedelta(minutes=5)
 END = pd.Timestamp.now(tz="UTC").floor("h") - pd.Timedelta(days=1)
 TICK_ASSET_NAMES = [
-    "raw_es_extract", "cleaned_series", "encoded_names", "sequence_tensors", "forecasts", "anomaly_report"
+    "raw_es_extract",
+    "cleaned_series",
+    "encoded_names",
+    "sequence_tensors",
+    "forecasts",
+    "anomaly_report",
 ]
 
 
@@ -120,7 +125,6 @@ def test_the_gates_are_blocking_as_the_readme_says() -> None:
         "forecasts_are_finite": True,
         "challenger_beats_champion": True,
     }
-
 
 
 class StubModel:

@@ -67,12 +67,12 @@ def make_certificates(folder: Path) -> Certificates:
 
 @dataclass
 class Gate:
-    """Who may pass: one user/password and one API key; ``authorize(method, path)`` may refuse the rest."""
+    """Who may pass: one user/password and one API key; ``authorize(method, path, body)`` may refuse the rest."""
 
     username: str
     password: str
     api_key: str
-    authorize: Callable[[str, str], bool] | None = None
+    authorize: Callable[[str, str, bytes | None], bool] | None = None
     requests: list[tuple[str, str, int]] = field(default_factory=list)  # (method, path, status) of each
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -105,6 +105,7 @@ class _Server(ThreadingHTTPServer):
         try:
             request.settimeout(30)
             request.do_handshake()
+            request.settimeout(None)  # then idle keep-alive connections wait, as a server's do
         except (ssl.SSLError, OSError):
             request.close()
             return
@@ -138,7 +139,13 @@ class _Handler(BaseHTTPRequestHandler):
             gate.record(self.command, path, 401)
             self._refuse(401, "security_exception", f"unable to authenticate user for REST request [{path}]")
             return
-        if gate.authorize is not None and not gate.authorize(self.command, path):
+        try:
+            allowed = gate.authorize is None or gate.authorize(self.command, path, body)
+        except Exception as error:  # a bug in a test's rule: answered, so the test sees it
+            gate.record(self.command, path, 500)
+            self._refuse(500, "proxy_exception", f"authorize failed: {error!r}")
+            return
+        if not allowed:
             gate.record(self.command, path, 403)
             self._refuse(403, "security_exception", f"action [{self.command} {path}] is unauthorized for this user")
             return

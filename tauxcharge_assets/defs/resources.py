@@ -101,8 +101,8 @@ class ElasticsearchResource(ConfigurableResource):
     def get_client(self) -> Elasticsearch:
         """A healthy client with the project's index templates and indices in place (once per process)."""
         return _connected_client(
-            self.url,
-            self.api_key or None,
+            _resolved(self.url) or DEFAULT_ES_URL,
+            _resolved(self.api_key),
             self.index_prefix,
             self.connect_attempts,
             self.retry_deadline_s,
@@ -112,13 +112,21 @@ class ElasticsearchResource(ConfigurableResource):
     def security(self) -> Security:
         """The credentials and TLS settings; raises ``ElasticsearchAccessError`` when both kinds are set."""
         return Security(
-            api_key=self.api_key or None,
-            username=self.username or None,
-            password=self.password or None,
-            ca_certs=self.ca_certs or None,
+            api_key=_resolved(self.api_key),
+            username=_resolved(self.username),
+            password=_resolved(self.password),
+            ca_certs=_resolved(self.ca_certs),
             verify_certs=self.verify_certs,
-            ssl_assert_fingerprint=self.ssl_assert_fingerprint or None,
+            ssl_assert_fingerprint=_resolved(self.ssl_assert_fingerprint),
         )
+
+
+def _resolved(value: str | None) -> str | None:
+    """The variable's value for an ``EnvVar`` still unresolved (a resource used outside a run): never its
+    name sent as a password."""
+    if isinstance(value, EnvVar):
+        return value.get_value() or None
+    return value or None
 
 
 class MlflowResource(ConfigurableResource):
