@@ -205,6 +205,8 @@ def secured(es_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         state.training = state.materialize(
             MODEL_ASSETS, state.resource(), {**QUIET, "ops": {"trained_model": {"config": config}}}
         )
+        failed = [e for e in state.training.get_step_failure_events() if e.step_key == "trained_model"]
+        assert not failed, _failure_of(state.training)  # e.g. a request the documented role does not allow
         handle = state.training.output_for_node("trained_model")
         if mlflow.champion_version() != handle.version:  # a toy model may lose to naive: operator override
             mlflow.promote(handle.version)
@@ -251,7 +253,7 @@ def test_a_tick_passes_with_an_api_key(secured: Secured) -> None:
 
 
 def _failure_of(result: Any) -> str:
-    [failure] = result.get_step_failure_events()
+    failure = result.get_step_failure_events()[0]
     data = failure.step_failure_data
     return data.user_failure_data.description if data.user_failure_data else data.error.message
 
