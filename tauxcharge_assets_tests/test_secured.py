@@ -38,6 +38,7 @@ from tauxcharge_assets.elastic.bulk import bulk_write
 from tauxcharge_assets.elastic.client import ElasticsearchAccessError, Security
 from tauxcharge_assets.elastic.indices import IndexNames
 from tauxcharge_assets.elastic.queries import count_documents
+from tauxcharge_assets_tests.test_cli import assert_one_line_failure, run_cli
 from tauxcharge_assets_tests.test_pipeline import TRAINING
 from tauxcharge_assets_tests.tls_proxy import Certificates, Gate, SecuredProxy, make_certificates
 
@@ -309,6 +310,22 @@ def test_without_the_ca_bundle_the_certificate_is_refused_in_one_line(secured: S
     assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     message = _failure_of(result)
     assert "certificate" in message and "TAUXCHARGE_ES_CA_CERTS" in message and "\n" not in message
+
+
+def test_the_command_line_reports_a_wrong_password_in_one_line(
+    secured: Secured, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wrong = f"wrong{uuid.uuid4().hex}"
+    env = {
+        "TAUXCHARGE_ES_URL": secured.proxy.url,
+        "TAUXCHARGE_ES_USERNAME": USERNAME,
+        "TAUXCHARGE_ES_PASSWORD": wrong,
+        "TAUXCHARGE_ES_CA_CERTS": str(secured.certificates.ca),
+    }
+    monkeypatch.delenv("TAUXCHARGE_ES_API_KEY")  # the fixture's key: the command would refuse both
+    result = run_cli("simulate", "--names", "1", "--days", "0.1", env=env)
+    line = assert_one_line_failure(result, 1, secured.proxy.url, "401", "TAUXCHARGE_ES_PASSWORD")
+    assert wrong not in result.stdout + result.stderr and line.count("error:") == 1
 
 
 def test_a_pinned_fingerprint_replaces_the_ca_bundle_and_a_wrong_one_is_refused(secured: Secured) -> None:
