@@ -124,7 +124,6 @@ def test_the_gates_are_blocking_as_the_readme_says() -> None:
     }
 
 
-
 class StubModel:
     """The forecasts asset's model interface without TensorFlow: the last value +-1 (or ``fill``)."""
 

@@ -40,6 +40,7 @@ class UserFacingError(Exception):
 # been raised, and importing Dagster or Elasticsearch just to compare classes would cost seconds.
 KNOWN_FAILURES: tuple[tuple[str, str, int, str], ...] = (
     ("tauxcharge_assets.elastic.client", "ElasticsearchUnavailableError", EXIT_UNAVAILABLE, ""),
+    ("tauxcharge_assets.elastic.client", "ElasticsearchAccessError", EXIT_UNAVAILABLE, ""),
     ("tauxcharge_assets.elastic.server", "LocalElasticsearchError", EXIT_UNAVAILABLE, ""),
     ("tauxcharge_assets.elastic.bulk", "BulkWriteError", EXIT_UNAVAILABLE, ""),
     # The connection dropped or timed out after it was established (the server stopped, or is overloaded).

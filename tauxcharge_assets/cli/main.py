@@ -150,16 +150,10 @@ def _quiet_tensorflow(debug: bool) -> None:
 def _elasticsearch(attempts: int) -> ElasticsearchResource:
     """The configured server (started locally on demand), its resource with ``attempts`` health checks."""
     from tauxcharge_assets.cli.runner import ensure_elasticsearch
-    from tauxcharge_assets.defs.resources import ElasticsearchResource, elasticsearch_from_env
+    from tauxcharge_assets.defs.resources import elasticsearch_from_env
 
     ensure_elasticsearch()
-    configured = elasticsearch_from_env()
-    return ElasticsearchResource(
-        url=configured.url,
-        api_key=configured.api_key,
-        index_prefix=configured.index_prefix,
-        connect_attempts=attempts,
-    )
+    return elasticsearch_from_env(connect_attempts=attempts)
 
 
 def _input_folder(text: str, expected: str) -> Path:

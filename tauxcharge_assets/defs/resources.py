@@ -1,7 +1,7 @@
 """Dagster resources: Elasticsearch and MLflow, configured from the environment.
 
-Secrets never appear in code, logs or metadata: the API key is passed as ``EnvVar`` and Dagster
-shows only the variable's name.
+Secrets never appear in code, logs or metadata: the API key and the password are passed as ``EnvVar``
+and Dagster shows only the variables' names.
 """
 
 from __future__ import annotations
@@ -13,10 +13,18 @@ from collections.abc import Iterator
 from typing import Any
 
 from dagster import Backoff, ConfigurableResource, EnvVar, Failure, Jitter, RetryPolicy
-from elasticsearch import Elasticsearch
+from elasticsearch import ApiError, Elasticsearch
 from pydantic import Field
 
-from tauxcharge_assets.elastic.client import DEFAULT_RETRY_DEADLINE_S, ElasticsearchUnavailableError, connect
+from tauxcharge_assets.elastic.client import (
+    DEFAULT_RETRY_DEADLINE_S,
+    ElasticsearchAccessError,
+    ElasticsearchUnavailableError,
+    Security,
+    access_error,
+    connect,
+    is_access_denied,
+)
 from tauxcharge_assets.elastic.indices import IndexNames, ensure_indices
 from tauxcharge_assets.elastic.server import DEFAULT_PORT
 from tauxcharge_assets.model import registry
@@ -42,19 +50,33 @@ ELASTICSEARCH_HEAVY = {"tauxcharge/elasticsearch": "heavy"}
 
 @contextlib.contextmanager
 def unavailable_as_failure() -> Iterator[None]:
-    """An unreachable server is an expected failure: reported as its one-line message, no traceback."""
+    """An unreachable server, or one that refuses us, is an expected failure: reported as its one-line
+    message, no traceback. A refusal is not retried by the step's ``RetryPolicy`` either: waiting does
+    not fix a password (``allow_retries=False``)."""
     try:
         yield
     except ElasticsearchUnavailableError as error:
         raise Failure(description=str(error)) from None
+    except ElasticsearchAccessError as error:
+        raise Failure(description=str(error), allow_retries=False) from None
 
 
 @functools.lru_cache(maxsize=8)
 def _connected_client(
-    url: str, api_key: str | None, prefix: str, attempts: int, retry_deadline_s: float = DEFAULT_RETRY_DEADLINE_S
+    url: str,
+    api_key: str | None,
+    prefix: str,
+    attempts: int,
+    retry_deadline_s: float = DEFAULT_RETRY_DEADLINE_S,
+    security: Security | None = None,
 ) -> Elasticsearch:
-    client = connect(url, api_key, attempts=attempts, retry_deadline_s=retry_deadline_s)
-    ensure_indices(client, IndexNames(prefix))
+    client = connect(url, api_key, attempts=attempts, retry_deadline_s=retry_deadline_s, security=security)
+    try:
+        ensure_indices(client, IndexNames(prefix))
+    except ApiError as error:
+        if not is_access_denied(error):
+            raise
+        raise access_error(url, f"the setup of the {prefix}-* index templates and indices", error) from None
     return client
 
 
@@ -63,6 +85,13 @@ class ElasticsearchResource(ConfigurableResource):
 
     url: str = Field(default=DEFAULT_ES_URL, description="Base URL, e.g. https://es.example:9200")
     api_key: str | None = Field(default=None, description="Encoded API key; pass it as EnvVar, never inline")
+    username: str | None = Field(default=None, description="Basic-auth user (instead of an API key)")
+    password: str | None = Field(default=None, description="Basic-auth password; pass it as EnvVar, never inline")
+    ca_certs: str | None = Field(default=None, description="Path to the PEM bundle of the CA that signed the server")
+    verify_certs: bool = Field(default=True, description="Check the server's certificate (off only for testing)")
+    ssl_assert_fingerprint: str | None = Field(
+        default=None, description="SHA-256 fingerprint of the server's certificate, pinned instead of a CA bundle"
+    )
     index_prefix: str = Field(default="tauxcharge", description="Indices are <prefix>-metrics, -forecasts, ...")
     connect_attempts: int = Field(default=5, description="Health-check attempts, with backoff, before failing")
     retry_deadline_s: float = Field(
@@ -77,8 +106,32 @@ class ElasticsearchResource(ConfigurableResource):
     def get_client(self) -> Elasticsearch:
         """A healthy client with the project's index templates and indices in place (once per process)."""
         return _connected_client(
-            self.url, self.api_key, self.index_prefix, self.connect_attempts, self.retry_deadline_s
+            _resolved(self.url) or DEFAULT_ES_URL,
+            _resolved(self.api_key),
+            self.index_prefix,
+            self.connect_attempts,
+            self.retry_deadline_s,
+            self.security(),
         )
+
+    def security(self) -> Security:
+        """The credentials and TLS settings; raises ``ElasticsearchAccessError`` when both kinds are set."""
+        return Security(
+            api_key=_resolved(self.api_key),
+            username=_resolved(self.username),
+            password=_resolved(self.password),
+            ca_certs=_resolved(self.ca_certs),
+            verify_certs=self.verify_certs,
+            ssl_assert_fingerprint=_resolved(self.ssl_assert_fingerprint),
+        )
+
+
+def _resolved(value: str | None) -> str | None:
+    """The variable's value for an ``EnvVar`` still unresolved (a resource used outside a run): never its
+    name sent as a password."""
+    if isinstance(value, EnvVar):
+        return value.get_value() or None
+    return value or None
 
 
 class MlflowResource(ConfigurableResource):
@@ -136,11 +189,29 @@ def _env_or(name: str, default: str | None) -> str | EnvVar | None:
     return EnvVar(name) if os.environ.get(name) else default
 
 
-def elasticsearch_from_env() -> ElasticsearchResource:
+def _flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}={value!r}: expected true or false")
+
+
+def elasticsearch_from_env(connect_attempts: int = 5) -> ElasticsearchResource:
+    """The resource from ``TAUXCHARGE_ES_*``: the secrets (API key, user, password) as ``EnvVar``."""
     return ElasticsearchResource(
         url=_env_or("TAUXCHARGE_ES_URL", DEFAULT_ES_URL),
         api_key=_env_or("TAUXCHARGE_ES_API_KEY", None),
+        username=_env_or("TAUXCHARGE_ES_USERNAME", None),
+        password=_env_or("TAUXCHARGE_ES_PASSWORD", None),
+        ca_certs=os.environ.get("TAUXCHARGE_ES_CA_CERTS") or None,
+        verify_certs=_flag("TAUXCHARGE_ES_VERIFY_CERTS", True),
+        ssl_assert_fingerprint=os.environ.get("TAUXCHARGE_ES_SSL_ASSERT_FINGERPRINT") or None,
         index_prefix=os.environ.get("TAUXCHARGE_INDEX_PREFIX", "tauxcharge"),
+        connect_attempts=connect_attempts,
     )
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import time
 import weakref
 from collections.abc import Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from elasticsearch import ApiError, ConnectionError, ConnectionTimeout, Elasticsearch, TransportError
+from elasticsearch import ApiError, ConnectionError, ConnectionTimeout, Elasticsearch, SSLError, TransportError
 from elasticsearch.serializer import OrjsonSerializer
 
 T = TypeVar("T")
@@ -23,8 +25,100 @@ FIRST_BACKOFF_S, MAX_BACKOFF_S = 0.5, 8.0
 _deadlines: weakref.WeakKeyDictionary[Elasticsearch, float] = weakref.WeakKeyDictionary()
 
 
+ACCESS_STATUSES = (401, 403)
+
+
 class ElasticsearchUnavailableError(RuntimeError):
     """Raised when the server cannot be reached after retries; the message names its address."""
+
+
+class ElasticsearchAccessError(RuntimeError):
+    """The server refused us (401, 403), its certificate is not trusted, or the credentials are set twice.
+
+    Never retried: waiting does not fix a wrong password or a missing CA bundle. The message says
+    what to check and never contains a secret.
+    """
+
+
+@dataclass(frozen=True)
+class Security:
+    """How the client proves who it is and checks the server: an API key or a user and password (one of
+    the two), and the CA bundle, certificate check and pinned fingerprint for an https URL."""
+
+    api_key: str | None = None
+    username: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+    ca_certs: str | None = None
+    verify_certs: bool = True
+    ssl_assert_fingerprint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.api_key and (self.username or self.password):
+            raise ElasticsearchAccessError(
+                "Both an API key (TAUXCHARGE_ES_API_KEY) and a user/password (TAUXCHARGE_ES_USERNAME, "
+                "TAUXCHARGE_ES_PASSWORD) are set: set only one of the two."
+            )
+        if bool(self.username) != bool(self.password):
+            missing = "TAUXCHARGE_ES_PASSWORD" if self.username else "TAUXCHARGE_ES_USERNAME"
+            raise ElasticsearchAccessError(
+                f"A user/password needs both TAUXCHARGE_ES_USERNAME and TAUXCHARGE_ES_PASSWORD: set {missing}."
+            )
+
+    def client_options(self) -> dict[str, Any]:
+        """The elasticsearch-py keyword arguments for these settings."""
+        options: dict[str, Any] = {"verify_certs": self.verify_certs}
+        if self.api_key:
+            options["api_key"] = self.api_key
+        if self.username and self.password:
+            options["basic_auth"] = (self.username, self.password)
+        if self.ca_certs:
+            options["ca_certs"] = self.ca_certs
+        if self.ssl_assert_fingerprint:
+            options["ssl_assert_fingerprint"] = self.ssl_assert_fingerprint
+        return options
+
+
+def is_access_denied(error: BaseException) -> bool:
+    """401 (who are you?) or 403 (not allowed): a configuration problem, not a fault to wait out."""
+    return isinstance(error, ApiError) and status_of(error) in ACCESS_STATUSES
+
+
+def is_untrusted_certificate(error: BaseException) -> bool:
+    """The TLS handshake failed on the certificate itself (unknown CA, wrong name, fingerprint mismatch)."""
+    if not isinstance(error, SSLError):
+        return False
+    text = str(error).lower()
+    return "certificate" in text or "fingerprint" in text or "hostname" in text
+
+
+def access_error(address: str, what: str, error: BaseException) -> ElasticsearchAccessError:
+    """One line saying what was refused and what to check (the server's reason names no secret)."""
+    status = status_of(error)
+    if status == 401:
+        return ElasticsearchAccessError(
+            f"Elasticsearch at {address} refused {what}: 401, the credentials were not accepted "
+            f"({_reason(error)}). Check TAUXCHARGE_ES_API_KEY, or TAUXCHARGE_ES_USERNAME and "
+            "TAUXCHARGE_ES_PASSWORD (not expired, not revoked, for this cluster)."
+        )
+    if status == 403:
+        return ElasticsearchAccessError(
+            f"Elasticsearch at {address} refused {what}: 403, the user may not do this ({_reason(error)}). "
+            'Give its role the privileges listed in README.md, "Secured clusters".'
+        )
+    return ElasticsearchAccessError(
+        f"Elasticsearch at {address}: its TLS certificate was not accepted during {what} ({error}). "
+        "Set TAUXCHARGE_ES_CA_CERTS to the CA bundle that signed it (or TAUXCHARGE_ES_SSL_ASSERT_FINGERPRINT "
+        "to its SHA-256 fingerprint); TAUXCHARGE_ES_VERIFY_CERTS=false turns the check off (insecure)."
+    )
+
+
+def _reason(error: BaseException) -> str:
+    body = getattr(error, "body", None)
+    if isinstance(body, dict):
+        reason = (body.get("error") or {}).get("reason") if isinstance(body.get("error"), dict) else body.get("error")
+        if reason:
+            return " ".join(str(reason).split())[:300]
+    return type(error).__name__
 
 
 def address_of(client: Elasticsearch | None) -> str:
@@ -60,6 +154,8 @@ def status_of(error: BaseException) -> int | None:
 
 def is_transient(error: BaseException) -> bool:
     """Connection refused/reset, timeouts, and the statuses a restarting or busy server answers."""
+    if is_untrusted_certificate(error):
+        return False
     if isinstance(error, (ConnectionError, ConnectionTimeout)):
         return True
     if isinstance(error, ApiError):
@@ -106,7 +202,8 @@ def retrying(
     Waits 0.5 s doubling to 8 s (each wait drawn between half and all of that), until ``deadline_s``
     (default: the client's, see ``retry_deadline``) has passed since the first attempt; then raises
     ``ElasticsearchUnavailableError`` naming the address and what to check. ``on_retry`` runs before
-    each new attempt (a scan reopens its point in time there). Any other error is raised as is.
+    each new attempt (a scan reopens its point in time there). A refusal (401, 403) or an untrusted
+    certificate raises ``ElasticsearchAccessError`` at once. Any other error is raised as is.
     """
     deadline = retry_deadline(client) if deadline_s is None else deadline_s
     started = time.monotonic()
@@ -115,6 +212,8 @@ def retrying(
         try:
             return call()
         except Exception as error:  # filtered just below
+            if is_access_denied(error) or is_untrusted_certificate(error):
+                raise access_error(address_of(client), what, error) from None
             if not retry_if(error):
                 raise
             waited = time.monotonic() - started
@@ -134,14 +233,19 @@ def connect(
     backoff_s: float = 1.0,
     request_timeout_s: float = 60.0,
     retry_deadline_s: float | None = None,
+    security: Security | None = None,
 ) -> Elasticsearch:
     """A client whose server answered ``_cluster/health``; retried with backoff, then a clear error.
 
-    ``ping()``/``info()`` cannot be used: the integ-test build answers ``GET /`` with 405.
+    ``ping()``/``info()`` cannot be used: the integ-test build answers ``GET /`` with 405. A refusal
+    (401, 403) or an untrusted certificate fails at once with ``ElasticsearchAccessError``.
     """
+    security = security or Security()
+    if api_key:
+        security = dataclasses.replace(security, api_key=api_key)
     client = Elasticsearch(
         url,
-        api_key=api_key or None,
+        **security.client_options(),
         serializer=OrjsonSerializer(),  # orjson decodes search pages several times faster than json
         request_timeout=request_timeout_s,
         max_retries=3,
@@ -156,6 +260,8 @@ def connect(
             client.cluster.health(wait_for_status="yellow", timeout="30s")
             return client
         except (TransportError, ApiError) as error:
+            if is_access_denied(error) or is_untrusted_certificate(error):
+                raise access_error(url, "_cluster/health", error) from None
             last_error = error
             if attempt + 1 < attempts:
                 time.sleep(backoff_s * 2**attempt)

@@ -6,7 +6,7 @@ import dataclasses
 from dagster import AssetDep, AssetExecutionContext, Config, Failure, LastPartitionMapping, Output, asset
 from pydantic import Field
 
-from tauxcharge_assets.defs.resources import ElasticsearchResource, MlflowResource
+from tauxcharge_assets.defs.resources import ElasticsearchResource, MlflowResource, unavailable_as_failure
 from tauxcharge_assets.model.network import ModelHyperparameters
 from tauxcharge_assets.model.registry import (
     ModelHandle,
@@ -65,9 +65,10 @@ def trained_model(
 ) -> Output[ModelHandle]:
     """A challenger trained on the latest history, registered with its backtest against the champion."""
     try:
-        history = load_history(
-            elasticsearch.get_client(), elasticsearch.indices, config.training_days, config.train_until
-        )
+        with unavailable_as_failure():
+            history = load_history(
+                elasticsearch.get_client(), elasticsearch.indices, config.training_days, config.train_until
+            )
     except NoTrainingDataError as error:
         raise Failure(str(error)) from None
     current = mlflow.champion_version()

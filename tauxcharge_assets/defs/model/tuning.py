@@ -5,7 +5,7 @@ from dagster import AssetExecutionContext, Output, asset
 from pydantic import Field
 
 from tauxcharge_assets.defs.model.assets import TrainingConfig
-from tauxcharge_assets.defs.resources import ElasticsearchResource, MlflowResource
+from tauxcharge_assets.defs.resources import ElasticsearchResource, MlflowResource, unavailable_as_failure
 from tauxcharge_assets.model.promotion import DECISION_METRIC
 from tauxcharge_assets.model.training import load_history, run_search, trial_grid
 from tauxcharge_assets.reporting import metadata_table
@@ -28,7 +28,10 @@ def hyperparameter_search(
     """Each trial trains on the same history and is judged on the same backtest as a retrain would be."""
     import mlflow as tracker
 
-    history = load_history(elasticsearch.get_client(), elasticsearch.indices, config.training_days, config.train_until)
+    with unavailable_as_failure():
+        history = load_history(
+            elasticsearch.get_client(), elasticsearch.indices, config.training_days, config.train_until
+        )
     trials = trial_grid(config.windows, config.lstm_units_grid, config.learning_rates, config.max_trials, config.seed)
     experiment_id = mlflow.ensure_experiment()
     tags = {"dagster_run_id": context.run.run_id, "dagster_asset": "hyperparameter_search"}
