@@ -209,8 +209,6 @@ def load_forecast_model(tracking_uri: str, model_name: str, version: str) -> For
             validation_coverage=float(calibration["validation_coverage"]),
         )
         model.check_usable()
-    except ModelArtifactError:
-        raise
     except (MlflowException, OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
         first_line = next(iter(str(error).splitlines()), "")
         raise _artifact_error(model_name, version, f"{type(error).__name__}: {first_line}") from error
