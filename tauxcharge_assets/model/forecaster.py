@@ -342,6 +342,10 @@ class ForecastModel:
             quantiles[sparse] = naive_quantiles(take(batch, sparse), known, self.typical_scale(), self.hp.horizon)
         return quantiles, np.where(sparse, NAIVE, LSTM)
 
+    def unseen_count(self, names: Sequence[str]) -> int:
+        """Names without a stored scale: the model never saw them (``names_unseen_by_model``)."""
+        return sum(name not in self.scaler.scales_ for name in names)
+
     def typical_scale(self) -> float:
         """The median usual change of the names the model knows (1.0 when it knows none)."""
         scales = np.array(list(self.scaler.scales_.values()), dtype=np.float64)

@@ -67,7 +67,7 @@ def forecasts(
                 "names_forecast": len(sequence_tensors.names),
                 "names_without_data": len(sequence_tensors.skipped_names),
                 "names_naive_fallback": int((methods == NAIVE).sum()),
-                "names_unseen_by_model": sum(name not in model.scaler.scales_ for name in sequence_tensors.names),
+                "names_unseen_by_model": model.unseen_count(sequence_tensors.names),
                 "documents_written": written,
                 "non_finite_forecasts": len(frame) - len(finite),
                 "model": f"models:/{mlflow.registered_model_name}/{version} (champion)",
