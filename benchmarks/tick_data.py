@@ -104,6 +104,7 @@ def prime_forecasts(client: Elasticsearch, dataset: Dataset, first_end: pd.Times
             "upper": 55.0,
             "model_name": "tauxcharge-load-lstm",
             "model_version": "primed",
+            "method": "lstm",
         }
     )
     frame["target_timestamp"] = frame["issued_at"]

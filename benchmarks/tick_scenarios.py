@@ -106,6 +106,15 @@ class StubForecastModel:
         last = np.repeat(batch[:, -1:], self.horizon, axis=1)
         return np.stack([last - 1.0, last, last + 1.0], axis=-1)
 
+    def forecast_tick(
+        self, names: list[str], name_ids: np.ndarray, values: np.ndarray, mask: np.ndarray, origin: object
+    ) -> tuple[np.ndarray, np.ndarray]:
+        quantiles = self.predict_quantiles(self.batch_for(names, name_ids, values, mask, origin))
+        return quantiles, np.full(len(names), "lstm")
+
+    def unseen_count(self, names: list[str]) -> int:
+        return 0
+
 
 def use_stub_model() -> None:
     """Make the forecasts asset use ``StubForecastModel`` in this process."""

@@ -43,6 +43,8 @@ KNOWN_FAILURES: tuple[tuple[str, str, int, str], ...] = (
     ("tauxcharge_assets.elastic.client", "ElasticsearchAccessError", EXIT_UNAVAILABLE, ""),
     ("tauxcharge_assets.elastic.server", "LocalElasticsearchError", EXIT_UNAVAILABLE, ""),
     ("tauxcharge_assets.elastic.bulk", "BulkWriteError", EXIT_UNAVAILABLE, ""),
+    # A registered version whose files are damaged or do not fit the code (e.g. `promote --version N`).
+    ("tauxcharge_assets.model.registry", "ModelArtifactError", EXIT_UNAVAILABLE, ""),
     # The connection dropped or timed out after it was established (the server stopped, or is overloaded).
     ("elasticsearch", "ConnectionError", EXIT_UNAVAILABLE, "Lost the connection to Elasticsearch: "),
     ("elasticsearch", "ConnectionTimeout", EXIT_UNAVAILABLE, "Elasticsearch did not answer in time: "),

@@ -165,7 +165,9 @@ class MlflowResource(ConfigurableResource):
         return registry.load_forecast_model(self.tracking_uri, self.registered_model_name, version)
 
     def promote(self, version: str) -> None:
-        """Point the ``champion`` alias at ``version``."""
+        """Point the ``champion`` alias at ``version``, once it loads the way a tick loads it: a version whose
+        files are damaged or do not fit the code raises ``ModelArtifactError`` and the alias stays put."""
+        self.load_model(version)
         registry.promote(self.tracking_uri, self.registered_model_name, version)
 
     def ensure_experiment(self) -> str:

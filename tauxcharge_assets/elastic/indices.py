@@ -81,6 +81,7 @@ _TEMPLATES: dict[str, dict[str, Any]] = {
             "model_name": {"type": "keyword"},
             "model_version": {"type": "keyword"},
             "partition_key": {"type": "keyword"},
+            "method": {"type": "keyword"},  # lstm, or naive: the fallback for a sparse window (model.forecaster)
         },
     },
     "anomalies": {

@@ -19,9 +19,14 @@ def forecast_frame(
     model_name: str,
     model_version: str,
     partition_key: str,
+    methods: np.ndarray,
     value_range: tuple[float, float] = (0.0, 100.0),
 ) -> pd.DataFrame:
-    """One row per (name, horizon): p50 (``value``) and the 80 % interval for ``issued_at + (h - 1) * 5 min``."""
+    """One row per (name, horizon): p50 (``value``) and the 80 % interval for ``issued_at + (h - 1) * 5 min``.
+
+    ``methods`` (n,) says per name what made its forecast: ``lstm``, or ``naive`` for the fallback
+    (``ForecastModel.forecast_tick``); it is a field of the document, not part of its id.
+    """
     n, horizon, _ = quantiles.shape
     issued_at = sequences.next_timestamp
     steps = np.arange(1, horizon + 1)
@@ -40,6 +45,7 @@ def forecast_frame(
             "model_name": model_name,
             "model_version": str(model_version),
             "partition_key": partition_key,
+            "method": np.repeat(np.asarray(methods, dtype=object), horizon),
         }
     )
 
@@ -74,8 +80,11 @@ def forecast_documents(forecasts: pd.DataFrame) -> Iterator[tuple[str, dict[str,
         forecasts["model_name"].astype(str).tolist(),
         forecasts["model_version"].astype(str).tolist(),
         forecasts["partition_key"].astype(str).tolist(),
+        forecasts["method"].astype(str).tolist(),
     )
-    for name, issued, target, steps, value, lower, upper, model_name, version, key in zip(*columns, strict=True):
+    for name, issued, target, steps, value, lower, upper, model_name, version, key, method in zip(
+        *columns, strict=True
+    ):
         yield (
             deterministic_id("forecast", name, issued, steps),
             {
@@ -89,5 +98,6 @@ def forecast_documents(forecasts: pd.DataFrame) -> Iterator[tuple[str, dict[str,
                 "model_name": model_name,
                 "model_version": version,
                 "partition_key": key,
+                "method": method,
             },
         )

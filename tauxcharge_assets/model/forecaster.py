@@ -17,7 +17,14 @@ from sklearn.utils.validation import check_is_fitted
 
 from tauxcharge_assets.model import network as network_module
 from tauxcharge_assets.model.network import ModelHyperparameters, WindowBatch
-from tauxcharge_assets.settings import STEP_MINUTES
+from tauxcharge_assets.settings import QUANTILES, STEP_MINUTES, WINDOW_STEPS
+
+# A window with fewer observed points than this is out of what the network learned from: training keeps
+# only windows at least half observed (``make_training_set``), so the tick gives such names the naive
+# fallback (``naive_quantiles``) instead of an LSTM forecast from mostly gap-filled values.
+MIN_OBSERVED_FRACTION = 0.5
+LSTM, NAIVE = "lstm", "naive"  # the ``method`` of a forecast document
+_Z80 = 1.2816  # the 90th percentile of the standard normal: an 80 % interval is p50 +- 1.2816 sd
 
 
 def one_step_scale(values: np.ndarray) -> np.ndarray:
@@ -242,7 +249,7 @@ def make_training_set(series: Sequence[SeriesData], scaler: NameScaler, hp: Mode
             if keep < 1.0:
                 origins = origins[rng.random(len(origins)) < keep]
             batch, targets = windows(item, origins, hp, scaler)
-            usable = ~np.isnan(targets).any(axis=1) & (batch.mask.mean(axis=1) >= 0.5)
+            usable = ~np.isnan(targets).any(axis=1) & (batch.mask.mean(axis=1) >= MIN_OBSERVED_FRACTION)
             parts[part].append((take(batch, usable), targets[usable]))
     train = concat_batches([b for b, _ in parts["train"]])
     train_targets = np.concatenate([t for _, t in parts["train"]])
@@ -288,6 +295,79 @@ class ForecastModel:
             self.scaler.for_windows(names, values, mask),
             np.full(len(names), origin64),
         )
+
+    def check_usable(self) -> None:
+        """Raise ``ValueError`` (saying what does not fit) unless this model can forecast the tick's tensors.
+
+        A stored version whose weights do not match its hyperparameters (another input width, window,
+        horizon or number of quantiles) would otherwise fail deep in a matrix product, or worse, reshape
+        into a wrong horizon silently: a probe batch of two windows must give (2, horizon, 3) finite values.
+        """
+        hp = self.hp
+        if np.shape(self.interval_adjustment) != (hp.horizon,):
+            raise ValueError(
+                f"its interval calibration has shape {np.shape(self.interval_adjustment)}, not ({hp.horizon},) "
+                f"for its horizon of {hp.horizon} steps"
+            )
+        probe = np.linspace(40.0, 60.0, 2 * WINDOW_STEPS, dtype=np.float32).reshape(2, WINDOW_STEPS)
+        batch = self.batch_for(["probe-a", "probe-b"], np.zeros(2, np.int32), probe, np.ones_like(probe),
+                               pd.Timestamp("2026-01-05", tz="UTC"))  # fmt: skip
+        try:
+            scaled = np.asarray(network_module.predict_scaled(self.network, batch, hp))
+        except (ValueError, KeyError, IndexError, TypeError) as error:
+            raise ValueError(
+                f"its network does not take the inputs of its hyperparameters (window {hp.window}, patch {hp.patch}, "
+                f"horizon {hp.horizon}): {error}"
+            ) from error
+        expected = (2, hp.horizon, len(QUANTILES))
+        if scaled.shape != expected:
+            raise ValueError(
+                f"its network gives forecasts of shape {scaled.shape[1:]}, not {expected[1:]} (horizon x p10/p50/p90)"
+            )
+        if not np.isfinite(self.predict_quantiles(batch)).all():
+            raise ValueError("its network gives non-finite forecasts on a plain window")
+
+    def forecast_tick(
+        self, names: Sequence[str], name_ids: np.ndarray, values: np.ndarray, mask: np.ndarray, origin: pd.Timestamp
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(n, horizon, 3) quantiles and (n,) method of every name: the LSTM's, or the naive fallback for a
+        window less than ``MIN_OBSERVED_FRACTION`` observed (vectorised: one network batch, one fallback batch)."""
+        batch = self.batch_for(names, name_ids, values, mask, origin)
+        sparse = batch.mask.mean(axis=1) < MIN_OBSERVED_FRACTION
+        quantiles = np.empty((len(names), self.hp.horizon, len(QUANTILES)), np.float32)
+        if (~sparse).any():
+            quantiles[~sparse] = self.predict_quantiles(take(batch, ~sparse))
+        if sparse.any():
+            known = np.array([name in self.scaler.scales_ for name in np.asarray(names, dtype=object)[sparse]])
+            quantiles[sparse] = naive_quantiles(take(batch, sparse), known, self.typical_scale(), self.hp.horizon)
+        return quantiles, np.where(sparse, NAIVE, LSTM)
+
+    def unseen_count(self, names: Sequence[str]) -> int:
+        """Names without a stored scale: the model never saw them (``names_unseen_by_model``)."""
+        return sum(name not in self.scaler.scales_ for name in names)
+
+    def typical_scale(self) -> float:
+        """The median usual change of the names the model knows (1.0 when it knows none)."""
+        scales = np.array(list(self.scaler.scales_.values()), dtype=np.float64)
+        scales = scales[np.isfinite(scales) & (scales > 0)]
+        return float(np.median(scales)) if len(scales) else 1.0
+
+
+def naive_quantiles(batch: WindowBatch, known: np.ndarray, typical_scale: float, horizon: int) -> np.ndarray:
+    """The fallback: the last observed value, with a random walk's 80 % interval, (n, horizon, 3).
+
+    The step's spread comes from the name's usual one-step change (mean |change| = sd x sqrt(2 / pi) for a
+    Gaussian step): the stored one for a name the model knows; for a new name its own window's when it has
+    two consecutive points, else the known names' median (a handful of points says nothing about spread).
+    """
+    scale = batch.scale.astype(np.float64)
+    own = one_step_scale(np.where(batch.mask > 0, batch.values, np.nan))
+    unknown = ~np.asarray(known, dtype=bool)
+    scale[unknown] = np.where(np.isfinite(own[unknown]) & (own[unknown] > 0), own[unknown], typical_scale)
+    half = _Z80 * (scale * np.sqrt(np.pi / 2))[:, None] * np.sqrt(np.arange(1, horizon + 1))[None, :]
+    last = batch.values[:, -1].astype(np.float64)[:, None]  # gap-filled forward: the last observed value
+    median = np.broadcast_to(last, half.shape)
+    return np.stack([median - half, median, median + half], axis=-1).astype(np.float32)
 
 
 def train_forecast_model(

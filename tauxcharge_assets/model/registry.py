@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,12 +157,25 @@ def log_and_register(
         )
 
 
+class ModelArtifactError(ValueError):
+    """A registered version that cannot forecast here: its stored files are unreadable, or do not fit the code."""
+
+
+def _artifact_error(model_name: str, version: str, problem: str) -> ModelArtifactError:
+    return ModelArtifactError(
+        f"Version {version} of {model_name!r} cannot be used: {problem}. Point the champion alias at a working "
+        "version (`python -m tauxcharge_assets promote --version N`) or retrain (retrain_job)."
+    )
+
+
 @functools.lru_cache(maxsize=4)
 def load_forecast_model(tracking_uri: str, model_name: str, version: str) -> ForecastModel:
     """A registered version with its scales and calibration; loaded once per process and version.
 
     The network runs in numpy from the version's ``network_weights.npz`` (no TensorFlow import in a
-    tick); a version registered before those weights were stored is loaded with Keras.
+    tick); a version registered before those weights were stored is loaded with Keras. A version whose
+    files are there but unreadable (truncated, garbled) or do not fit the code (``check_usable``) raises
+    ``ModelArtifactError`` naming it: never the Keras fallback, which would hide the damage.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -173,22 +187,32 @@ def load_forecast_model(tracking_uri: str, model_name: str, version: str) -> For
             path = mlflow.artifacts.download_artifacts(
                 artifact_uri=f"runs:/{run_id}/{SIDECAR}/{NETWORK_WEIGHTS}", dst_path=folder
             )
-            network: Any = numpy_network.NumpyNetwork.from_npz(Path(path).read_bytes())
+            stored: bytes | None = Path(path).read_bytes()
     except (MlflowException, OSError):
-        custom_objects()  # registers the network's own layer and loss before Keras deserialises them
-        network = mlflow.keras.load_model(f"models:/{model_name}/{version}")
+        stored = None
 
     def sidecar(name: str) -> Any:
         return mlflow.artifacts.load_dict(f"runs:/{run_id}/{SIDECAR}/{name}")
 
-    calibration = sidecar("calibration.json")
-    return ForecastModel(
-        network=network,
-        hp=ModelHyperparameters(**sidecar("hyperparameters.json")),
-        scaler=NameScaler.from_scales(sidecar("name_scales.json")),
-        interval_adjustment=np.asarray(calibration["interval_adjustment"], dtype=np.float32),
-        validation_coverage=float(calibration["validation_coverage"]),
-    )
+    try:
+        if stored is None:
+            custom_objects()  # registers the network's own layer and loss before Keras deserialises them
+            network: Any = mlflow.keras.load_model(f"models:/{model_name}/{version}")
+        else:
+            network = numpy_network.NumpyNetwork.from_npz(stored)
+        calibration = sidecar("calibration.json")
+        model = ForecastModel(
+            network=network,
+            hp=ModelHyperparameters(**sidecar("hyperparameters.json")),
+            scaler=NameScaler.from_scales(sidecar("name_scales.json")),
+            interval_adjustment=np.asarray(calibration["interval_adjustment"], dtype=np.float32),
+            validation_coverage=float(calibration["validation_coverage"]),
+        )
+        model.check_usable()
+    except (MlflowException, OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
+        first_line = next(iter(str(error).splitlines()), "")
+        raise _artifact_error(model_name, version, f"{type(error).__name__}: {first_line}") from error
+    return model
 
 
 def champion_version(tracking_uri: str, registered_model_name: str) -> str | None:

@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from elasticsearch import Elasticsearch
 
@@ -45,7 +46,7 @@ class TrainingHistory:
     name_ids: dict[str, int]
     until: pd.Timestamp
 
-    def series(self) -> dict[str, object]:
+    def series(self) -> dict[str, np.ndarray]:
         observed = self.cleaned.values.where(self.cleaned.observed)
         return {str(name): observed[name].to_numpy("float32") for name in observed.columns}
 
@@ -98,7 +99,20 @@ def backtest_against(
     ]
     if champion is not None:
         candidates.append(LstmForecaster(champion.hp, history.start_times, champion, history.name_ids, name=CHAMPION))
-    return backtest.run_backtest(history.series(), [*candidates, *backtest.baseline_forecasters(spec)], spec)
+    return backtest.run_backtest(
+        backtest_series(history, spec), [*candidates, *backtest.baseline_forecasters(spec)], spec
+    )
+
+
+def backtest_series(history: TrainingHistory, spec: backtest.BacktestSpec) -> dict[str, np.ndarray]:
+    """The series the backtest scores: those with an observed value in their training part. A name with none
+    (every value rejected by cleaning, or one that only started in the held-out days) has nothing a forecaster
+    could start from: the baselines would forecast NaN and fail the whole retrain."""
+    return {
+        name: values
+        for name, values in history.series().items()
+        if np.isfinite(values[: backtest.split_index(len(values), spec.train_fraction)]).any()
+    }
 
 
 def backtest_metrics(result: backtest.BacktestResult) -> dict[str, float]:

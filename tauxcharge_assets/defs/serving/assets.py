@@ -19,6 +19,8 @@ from tauxcharge_assets.detection.detector import DetectorConfig
 from tauxcharge_assets.detection.report import report_tick
 from tauxcharge_assets.elastic.bulk import bulk_write
 from tauxcharge_assets.model.forecast_documents import forecast_documents, forecast_frame, written_forecasts
+from tauxcharge_assets.model.forecaster import NAIVE, ForecastModel
+from tauxcharge_assets.model.registry import ModelArtifactError
 from tauxcharge_assets.reporting import figure_markdown, forecast_plot, metadata_table
 
 
@@ -35,16 +37,15 @@ def forecasts(
     mlflow: MlflowResource,
     sequence_tensors: SequenceTensors,
 ) -> Output[pd.DataFrame]:
-    """The next hour (t + 5 min first) of every name with its 80 % interval, from the current champion."""
+    """The next hour (t + 5 min first) of every name with its 80 % interval, from the current champion.
+
+    Without a usable champion the step fails at once (no retry: waiting does not train a model) with one
+    message saying what to run; a naive forecast in its place would feed the detector's learned state
+    with another forecaster's errors, silently. Names with a sparse window get the flagged naive fallback.
+    """
     with unavailable_as_failure():
-        version = mlflow.champion_version()
-        if version is None:
-            raise Failure(
-                f"No champion version of {mlflow.registered_model_name!r} in {mlflow.tracking_uri}: "
-                "run retrain_job (trained_model + champion_model) first."
-            )
-        model = mlflow.load_model(version)
-        batch = model.batch_for(
+        model, version = _champion(mlflow)
+        quantiles, methods = model.forecast_tick(
             sequence_tensors.names,
             sequence_tensors.name_ids,
             sequence_tensors.values,
@@ -52,11 +53,7 @@ def forecasts(
             sequence_tensors.next_timestamp,
         )
         frame = forecast_frame(
-            sequence_tensors,
-            model.predict_quantiles(batch),
-            mlflow.registered_model_name,
-            version,
-            context.partition_key,
+            sequence_tensors, quantiles, mlflow.registered_model_name, version, context.partition_key, methods
         )
         finite = written_forecasts(frame)
         written = bulk_write(elasticsearch.get_client(), elasticsearch.indices.forecasts, forecast_documents(finite))
@@ -69,6 +66,8 @@ def forecasts(
             metadata={
                 "names_forecast": len(sequence_tensors.names),
                 "names_without_data": len(sequence_tensors.skipped_names),
+                "names_naive_fallback": int((methods == NAIVE).sum()),
+                "names_unseen_by_model": model.unseen_count(sequence_tensors.names),
                 "documents_written": written,
                 "non_finite_forecasts": len(frame) - len(finite),
                 "model": f"models:/{mlflow.registered_model_name}/{version} (champion)",
@@ -77,6 +76,27 @@ def forecasts(
                 "plot": figure_markdown(forecast_plot(history, frame, sequence_tensors.names[:4])),
             },
         )
+
+
+def _champion(mlflow: MlflowResource) -> tuple[ForecastModel, str]:
+    """The champion model and its version, or a ``Failure`` (not retried) that says what to do."""
+    version = mlflow.champion_version()
+    if version is None:
+        latest = mlflow.latest_version()
+        todo = (
+            f"promote a registered version (`python -m tauxcharge_assets promote --version {latest['version']}`, "
+            "the newest) or run retrain_job (trained_model + champion_model)"
+            if latest
+            else "run retrain_job (trained_model + champion_model) first"
+        )
+        raise Failure(
+            f"No champion version of {mlflow.registered_model_name!r} in {mlflow.tracking_uri}: {todo}.",
+            allow_retries=False,
+        )
+    try:
+        return mlflow.load_model(version), version
+    except ModelArtifactError as error:
+        raise Failure(str(error), allow_retries=False) from None
 
 
 _DETECTOR = DetectorConfig()  # the detector's defaults live in its dataclass
