@@ -47,7 +47,7 @@ def _exclusive(lock_file: Path) -> Iterator[None]:
 def dagster_instance() -> DagsterInstance:
     """The instance under the data folder (or ``DAGSTER_HOME``), opened by one process at a time: opening
     creates the sqlite tables when they are missing, and two commands started together in a fresh data
-    folder both created them ("table runs already exists", test_concurrency)."""
+    folder both created them: "table runs already exists" (test_concurrency, two ticks or two backfills at once)."""
     with _exclusive(data_dir() / ".dagster_instance.lock"):
         if not os.environ.get("DAGSTER_HOME"):
             home = data_dir() / "dagster_home"
