@@ -274,7 +274,7 @@ def test_the_io_manager_applies_the_retention_rule_to_partitioned_outputs(tmp_pa
     def model_output() -> int:
         return 1
 
-    manager = RetainedFilesystemIOManager(base_dir=str(tmp_path), keep_latest=2, keep_written=1)
+    manager = RetainedFilesystemIOManager(base_dir=str(tmp_path), keep_latest=2, keep_written=1, keep_recent_s=0)
     for key in keys:
         assert materialize([tick_output], partition_key=key, resources={"io_manager": manager}).success
     assert materialize([model_output], resources={"io_manager": manager}).success

@@ -4,8 +4,11 @@ Elasticsearch on demand, a Dagster instance under the data folder, ticks and tra
 
 from __future__ import annotations
 
+import fcntl
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pandas as pd
 from dagster import DagsterInstance, materialize
@@ -30,15 +33,30 @@ def ensure_elasticsearch() -> str:
     return url
 
 
+@contextmanager
+def _exclusive(lock_file: Path) -> Iterator[None]:
+    """One process at a time on this machine (an advisory lock, released when the process dies)."""
+    with lock_file.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def dagster_instance() -> DagsterInstance:
-    if not os.environ.get("DAGSTER_HOME"):
-        home = data_dir() / "dagster_home"
-        home.mkdir(parents=True, exist_ok=True)
-        settings = home / "dagster.yaml"
-        if not settings.exists():  # the project's own local instance: no telemetry banner in a user's output
-            settings.write_text("telemetry:\n  enabled: false\n")
-        os.environ["DAGSTER_HOME"] = str(home)
-    return DagsterInstance.get()
+    """The instance under the data folder (or ``DAGSTER_HOME``), opened by one process at a time: opening
+    creates the sqlite tables when they are missing, and two commands started together in a fresh data
+    folder both created them: "table runs already exists" (test_concurrency, two ticks or two backfills at once)."""
+    with _exclusive(data_dir() / ".dagster_instance.lock"):
+        if not os.environ.get("DAGSTER_HOME"):
+            home = data_dir() / "dagster_home"
+            home.mkdir(parents=True, exist_ok=True)
+            settings = home / "dagster.yaml"
+            if not settings.exists():  # the project's own local instance: no telemetry banner in a user's output
+                settings.write_text("telemetry:\n  enabled: false\n")
+            os.environ["DAGSTER_HOME"] = str(home)
+        return DagsterInstance.get()
 
 
 def materialize_ticks(

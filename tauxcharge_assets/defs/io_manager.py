@@ -8,11 +8,20 @@ recently written ones (a running backfill). Unpartitioned outputs (the model) ar
 
 A pruned output can no longer be loaded by a later run of a downstream step alone (re-execution
 from failure of an old partition); materializing the partition again recreates it.
+
+Several processes may write the same folder at once (a backfill beside the live ticks, two runs of
+one partition), so each output is written to a temporary file and renamed over its path: a reader
+finds the previous output or the new one, never half a file. Files written in the last
+``keep_recent_s`` seconds are never pruned: a concurrent backfill's newer files once deleted a live
+run's output between its write and its read (``test_concurrency``).
 """
 
 from __future__ import annotations
 
+import os
 import pickle
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,28 +29,45 @@ from dagster import ConfigurableIOManagerFactory, InputContext, OutputContext, U
 from pydantic import Field
 from upath import UPath
 
-from tauxcharge_assets.window.retention import outside_retention
+from tauxcharge_assets.window.retention import modified_time, outside_retention
+
+TEMPORARY_SUFFIX = ".tmp"
 
 
 class RetainedPickleIOManager(UPathIOManager):
     """Pickles each output to ``<base>/<asset>/<partition key>`` (Dagster's public ``UPathIOManager``
     lays the paths out), then applies the retention rule to that asset's partitions."""
 
-    def __init__(self, base_path: UPath, keep_latest: int, keep_written: int) -> None:
+    def __init__(self, base_path: UPath, keep_latest: int, keep_written: int, keep_recent_s: float) -> None:
         super().__init__(base_path=base_path)
         self.keep_latest = keep_latest
         self.keep_written = keep_written
+        self.keep_recent_s = keep_recent_s
 
     def dump_to_path(self, context: OutputContext, obj: Any, path: UPath) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb") as handle:
-            pickle.dump(obj, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        target = Path(str(path))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("wb", dir=target.parent, suffix=TEMPORARY_SUFFIX, delete=False) as handle:
+            try:
+                pickle.dump(obj, handle, protocol=pickle.HIGHEST_PROTOCOL)
+            except BaseException:
+                handle.close()
+                os.unlink(handle.name)
+                raise
+        os.replace(handle.name, target)
         if context.has_asset_partitions:
-            folder = Path(str(path)).parent
-            for old in outside_retention(
-                (f for f in folder.iterdir() if f.is_file()), self.keep_latest, self.keep_written
-            ):
-                old.unlink(missing_ok=True)
+            self.prune(target.parent)
+
+    def prune(self, folder: Path) -> None:
+        """The retention rule over the folder's outputs; another writer's file still being written (a
+        temporary one) is left alone unless it is an hour old (its writer died)."""
+        files = [f for f in folder.iterdir() if f.is_file()]
+        outputs = [f for f in files if not f.name.endswith(TEMPORARY_SUFFIX)]
+        for old in outside_retention(outputs, self.keep_latest, self.keep_written, self.keep_recent_s):
+            old.unlink(missing_ok=True)
+        for stale in (f for f in files if f.name.endswith(TEMPORARY_SUFFIX)):
+            if time.time() - modified_time(stale) > 3600:
+                stale.unlink(missing_ok=True)
 
     def load_from_path(self, context: InputContext, path: UPath) -> Any:
         with path.open("rb") as handle:
@@ -54,6 +80,11 @@ class RetainedFilesystemIOManager(ConfigurableIOManagerFactory):
     base_dir: str = Field(description="Folder of the pickled outputs: <base_dir>/<asset>/<partition key>")
     keep_latest: int = Field(default=2, description="Partitions with the latest keys kept per asset")
     keep_written: int = Field(default=2, description="Most recently written partitions kept per asset")
+    keep_recent_s: float = Field(
+        default=300.0,
+        description="Outputs written this recently are kept: a concurrent run may still read them (a Dagster "
+        "tick at 10,000 names takes ~20 s)",
+    )
 
     def create_io_manager(self, context: Any) -> RetainedPickleIOManager:
-        return RetainedPickleIOManager(UPath(self.base_dir), self.keep_latest, self.keep_written)
+        return RetainedPickleIOManager(UPath(self.base_dir), self.keep_latest, self.keep_written, self.keep_recent_s)
