@@ -42,6 +42,9 @@ KNOWN_FAILURES: tuple[tuple[str, str, int, str], ...] = (
     ("tauxcharge_assets.elastic.client", "ElasticsearchUnavailableError", EXIT_UNAVAILABLE, ""),
     ("tauxcharge_assets.elastic.server", "LocalElasticsearchError", EXIT_UNAVAILABLE, ""),
     ("tauxcharge_assets.elastic.bulk", "BulkWriteError", EXIT_UNAVAILABLE, ""),
+    # `ingest`: a wrong mapping, file or payload is bad input; an endpoint down or failing is a service.
+    ("tauxcharge_assets.ingestion.records", "IngestInputError", EXIT_USAGE, ""),
+    ("tauxcharge_assets.ingestion.http_pull", "EndpointUnavailableError", EXIT_UNAVAILABLE, ""),
     # The connection dropped or timed out after it was established (the server stopped, or is overloaded).
     ("elasticsearch", "ConnectionError", EXIT_UNAVAILABLE, "Lost the connection to Elasticsearch: "),
     ("elasticsearch", "ConnectionTimeout", EXIT_UNAVAILABLE, "Elasticsearch did not answer in time: "),
