@@ -21,7 +21,8 @@ import pytest
 from tauxcharge_assets.cli import main as cli
 from tauxcharge_assets.cli.progress import Step
 
-COMMANDS = ("es", "simulate", "load-nab", "demo", "backfill", "detect", "promote")
+COMMANDS = ("es", "simulate", "load-nab", "ingest", "demo", "backfill", "detect", "promote")
+SUBCOMMANDS = (("ingest", "csv"), ("ingest", "http"))
 HEAVY_MODULES = ("dagster", "tensorflow", "keras", "mlflow", "pandas", "elasticsearch")
 UNREACHABLE = "http://127.0.0.1:1"
 
@@ -68,7 +69,8 @@ def test_help_imports_nothing_heavy() -> None:
         f"""
         import json, sys
         from tauxcharge_assets.cli.main import main
-        for argv in [["--help"], *[[name, "--help"] for name in {list(COMMANDS)!r}]]:
+        commands = [[name] for name in {list(COMMANDS)!r}] + [list(pair) for pair in {list(SUBCOMMANDS)!r}]
+        for argv in [["--help"], *[[*command, "--help"] for command in commands]]:
             try:
                 main(argv)
             except SystemExit as done:
@@ -81,9 +83,9 @@ def test_help_imports_nothing_heavy() -> None:
     assert json.loads(result.stderr.strip().splitlines()[-1]) == []
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", [*COMMANDS, *(" ".join(pair) for pair in SUBCOMMANDS)])
 def test_every_command_help_shows_defaults(command: str) -> None:
-    result = run_cli(command, "--help")
+    result = run_cli(*command.split(), "--help")
     assert result.returncode == 0, result.stderr
     assert "(default:" in result.stdout
     assert result.stderr == ""
@@ -93,7 +95,13 @@ def test_every_option_has_help_and_a_default_or_required() -> None:
     parser = cli.build_parser()
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert set(subparsers.choices) == set(COMMANDS)
-    for name, sub in [("", parser), *subparsers.choices.items()]:
+    nested = []
+    for name, sub in subparsers.choices.items():
+        for action in sub._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                nested += [(f"{name} {source}", inner) for source, inner in action.choices.items()]
+    assert [name for name, _ in nested] == [" ".join(pair) for pair in SUBCOMMANDS]
+    for name, sub in [("", parser), *subparsers.choices.items(), *nested]:
         formatter = cli.HelpFormatter(prog=name)
         for action in sub._actions:
             if not action.option_strings or isinstance(action, argparse._HelpAction):

@@ -45,6 +45,9 @@ KNOWN_FAILURES: tuple[tuple[str, str, int, str], ...] = (
     ("tauxcharge_assets.elastic.bulk", "BulkWriteError", EXIT_UNAVAILABLE, ""),
     # A registered version whose files are damaged or do not fit the code (e.g. `promote --version N`).
     ("tauxcharge_assets.model.registry", "ModelArtifactError", EXIT_UNAVAILABLE, ""),
+    # `ingest`: a wrong mapping, file or payload is bad input; an endpoint down or failing is a service.
+    ("tauxcharge_assets.ingestion.records", "IngestInputError", EXIT_USAGE, ""),
+    ("tauxcharge_assets.ingestion.http_pull", "EndpointUnavailableError", EXIT_UNAVAILABLE, ""),
     # The connection dropped or timed out after it was established (the server stopped, or is overloaded).
     ("elasticsearch", "ConnectionError", EXIT_UNAVAILABLE, "Lost the connection to Elasticsearch: "),
     ("elasticsearch", "ConnectionTimeout", EXIT_UNAVAILABLE, "Elasticsearch did not answer in time: "),

@@ -1,4 +1,4 @@
-"""Command line: ``python -m tauxcharge_assets es|simulate|load-nab|demo|backfill|detect|promote``.
+"""Command line: ``python -m tauxcharge_assets es|simulate|load-nab|ingest|demo|backfill|detect|promote``.
 
 Parsing imports nothing heavy (no Dagster, TensorFlow, MLflow or pandas), so ``--help`` answers at
 once: each command imports what it needs when it runs. Expected failures print one line and exit
@@ -24,6 +24,8 @@ from tauxcharge_assets.cli.errors import EXIT_UNAVAILABLE, EXIT_USAGE, UserFacin
 from tauxcharge_assets.cli.progress import Step
 
 if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
+
     from tauxcharge_assets.defs.resources import ElasticsearchResource
 
 PROG = "python -m tauxcharge_assets"
@@ -97,6 +99,16 @@ def _partition_key(text: str) -> str:
     return text
 
 
+def _header_from_env(text: str) -> tuple[str, str]:
+    header, separator, variable = text.partition("=")
+    if not separator or not header.strip() or not variable.strip() or ":" in header:
+        raise argparse.ArgumentTypeError(
+            f"expected HEADER=ENVIRONMENT_VARIABLE, e.g. Authorization=METRICS_AUTH, got {text!r} "
+            "(the value is read from the variable, never given on the command line)"
+        )
+    return header.strip(), variable.strip()
+
+
 # ---------------------------------------------------------------------------------------------------
 # Helpers shared by the commands.
 
@@ -154,6 +166,33 @@ def _elasticsearch(attempts: int) -> ElasticsearchResource:
 
     ensure_elasticsearch()
     return elasticsearch_from_env(connect_attempts=attempts)
+
+
+def metrics_settings() -> tuple[str | None, str | None, str]:
+    """(URL, API key, index prefix) from the variables ``defs.resources.elasticsearch_from_env`` reads;
+    URL None: the local server. ``tests/test_ingestion.py`` checks that both agree."""
+    return (
+        os.environ.get("TAUXCHARGE_ES_URL") or None,
+        os.environ.get("TAUXCHARGE_ES_API_KEY") or None,
+        os.environ.get("TAUXCHARGE_INDEX_PREFIX", "tauxcharge"),
+    )
+
+
+def _metrics_index(attempts: int) -> tuple[Elasticsearch, str]:
+    """A healthy client and the metrics index, without Dagster: ``ingest`` only writes metrics, and the
+    resource's module costs 4 s of imports (12 s on a busy machine: the definitions, MLflow, scikit-learn)
+    that a puller started by cron or a test would pay each time."""
+    from tauxcharge_assets.elastic import server
+    from tauxcharge_assets.elastic.client import connect
+    from tauxcharge_assets.elastic.indices import IndexNames, ensure_indices
+
+    url, api_key, prefix = metrics_settings()
+    if url is None:  # as cli/runner.ensure_elasticsearch: the local server, started on demand
+        url = os.environ["TAUXCHARGE_ES_URL"] = server.start()
+    client = connect(url, api_key, attempts=attempts)
+    indices = IndexNames(prefix)
+    ensure_indices(client, indices)
+    return client, indices.metrics
 
 
 def _input_folder(text: str, expected: str) -> Path:
@@ -287,6 +326,76 @@ def _load_nab(args: argparse.Namespace) -> int:
     with Step(f"Writing to {resource.indices.metrics}", total=total, unit="doc") as step:
         written = bulk_write(client, resource.indices.metrics, step.wrap(nab.documents(series)))
     print(f"wrote {written} documents for {len(series)} names")
+    return 0
+
+
+def _mapping(args: argparse.Namespace, noun: str, name: str | None) -> Any:
+    """The ``FieldMapping`` of ``ingest csv|http``'s options (``noun``: column or field)."""
+    from tauxcharge_assets.ingestion.records import FieldMapping
+
+    dimensions = args.dimensions
+    return FieldMapping(
+        timestamp=getattr(args, f"timestamp_{noun}"),
+        name=getattr(args, f"name_{noun}"),
+        value=getattr(args, f"value_{noun}"),
+        fixed_name=name,
+        timestamp_format=args.timestamp_format,
+        dimensions=None if dimensions is None else tuple(d.strip() for d in dimensions.split(",") if d.strip()),
+    )
+
+
+def _ingest_csv(args: argparse.Namespace) -> int:
+    from tauxcharge_assets.elastic.bulk import refresh_index
+    from tauxcharge_assets.ingestion import csv_files
+
+    paths = [Path(file) for file in args.files]
+    mappings = [_mapping(args, "column", path.stem if args.name_from_file else args.name) for path in paths]
+    for path, mapping in zip(paths, mappings, strict=True):  # every header before the first write
+        csv_files.check_header(path, mapping)
+    client, index = _metrics_index(args.es_attempts)
+    results = []
+    try:
+        for path, mapping in zip(paths, mappings, strict=True):
+            with Step(f"Ingesting {path.name}", total=csv_files.count_rows(path), unit="row") as step:
+                result = csv_files.ingest_file(client, index, path, mapping, args.chunk_size, progress=step.update)
+            print(result.summary(), flush=True)
+            results.append(result)
+    finally:
+        refresh_index(client, index)  # what was written is searchable, even when a later file failed
+    if len(results) > 1:
+        print(
+            f"{len(results)} files: {sum(r.created for r in results):,} new documents, "
+            f"{sum(r.already_present for r in results):,} already present, "
+            f"{sum(r.bad.total for r in results):,} rows not written"
+        )
+    return 0
+
+
+def _ingest_http(args: argparse.Namespace) -> int:
+    from tauxcharge_assets.ingestion import http_pull
+
+    if args.iterations is not None and args.every is None:
+        raise UserFacingError("--iterations needs --every (without it the endpoint is pulled once).", EXIT_USAGE)
+    headers = http_pull.headers_from_env(dict(args.header_from_env or []))  # a missing variable fails before ES
+    mapping = _mapping(args, "field", args.name)
+    client, index = _metrics_index(args.es_attempts)
+
+    def pull() -> Any:
+        return http_pull.pull_once(client, index, args.url, mapping, args.json_path, headers, args.timeout)
+
+    def report(result: Any) -> None:
+        stamp = datetime.now().astimezone().strftime("%H:%M:%S") if args.every is not None else ""
+        print(f"{stamp} {result.summary()}".strip(), flush=True)
+
+    def failed(error: Exception) -> None:
+        progress.note(f"{datetime.now().astimezone():%H:%M:%S} pull failed: {errors.one_line(str(error))}")
+
+    pulls, failures = http_pull.repeat(pull, args.every, args.iterations, report, failed)
+    if failures:
+        code = EXIT_USAGE if all(isinstance(f, ValueError) for f in failures) else EXIT_UNAVAILABLE
+        raise UserFacingError(
+            f"{len(failures)} of {pulls} pulls failed; the last: {errors.one_line(str(failures[-1]))}", code
+        )
     return 0
 
 
@@ -523,6 +632,83 @@ def build_parser() -> argparse.ArgumentParser:
     load = command("load-nab", "load the NAB realAWSCloudwatch CSVs into the metrics index", _load_nab)
     load.add_argument("--input", default=str(DEFAULT_NAB_DIR), help="folder of NAB timestamp,value CSVs")
     _es_attempts(load)
+
+    ingest = commands.add_parser(
+        "ingest",
+        help="load metrics into the metrics index from CSV files or an HTTP endpoint (idempotent)",
+        description="Load metrics into the metrics index. Each row becomes a document (timestamp, name, value, "
+        "other columns as dimensions) stamped with its arrival time (ingested_at); its id is (name, timestamp, "
+        "value), so loading the same rows again writes nothing and keeps the first arrival time, and a "
+        "corrected value arrives as a new document that the cleaning prefers.",
+        formatter_class=HelpFormatter,
+    )
+    _common_options(ingest, in_subcommand=True)
+    sources = ingest.add_subparsers(dest="source", required=True, metavar="SOURCE")
+
+    def source(name: str, help_text: str, handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        sub = sources.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
+        _common_options(sub, in_subcommand=True)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    def mapping_options(sub: argparse.ArgumentParser, noun: str) -> None:
+        sub.add_argument(f"--timestamp-{noun}", default="timestamp", help=f"{noun} of the measure's time")
+        names = sub.add_mutually_exclusive_group()
+        names.add_argument(f"--name-{noun}", default="name", help=f"{noun} of the monitored name")
+        names.add_argument("--name", help=f"one name for every row, instead of a {noun} (default: none)")
+        if noun == "column":
+            names.add_argument(
+                "--name-from-file",
+                action="store_true",
+                help="each file's name without .csv as the name of its rows (one series per file, as NAB's) "
+                "(default: off)",
+            )
+        sub.add_argument(f"--value-{noun}", default="value", help=f"{noun} of the load rate (%%)")
+        sub.add_argument(
+            "--dimensions",
+            help=f"comma-separated {noun}s kept as dimension fields (default: every other {noun})",
+        )
+        sub.add_argument(
+            "--timestamp-format",
+            help="how times are written: a strptime format such as '%%d/%%m/%%Y %%H:%%M', or unix / unix_ms "
+            "(epoch seconds / milliseconds); a time without an offset is UTC (default: ISO 8601)",
+        )
+
+    csv = source("csv", "load CSV files, in chunks, into the metrics index", _ingest_csv)
+    csv.add_argument("files", nargs="+", metavar="FILE", help="CSV files with a header line")
+    mapping_options(csv, "column")
+    csv.add_argument("--chunk-size", type=_positive_int, default=50_000, help="rows read and written at a time")
+    _es_attempts(csv)
+
+    http = source(
+        "http", "pull JSON metrics from an HTTP endpoint, once or every N seconds, into the metrics index", _ingest_http
+    )
+    http.add_argument("url", metavar="URL", help="endpoint answering a GET with JSON")
+    http.add_argument(
+        "--json-path",
+        help="dotted keys leading to the list of metrics in the payload, e.g. data.metrics "
+        "(default: the payload is the list)",
+    )
+    mapping_options(http, "field")
+    http.add_argument(
+        "--header-from-env",
+        type=_header_from_env,
+        action="append",
+        metavar="HEADER=VARIABLE",
+        help="send HEADER with the value of the environment variable VARIABLE, e.g. "
+        "Authorization=METRICS_AUTH; repeatable; values are never printed (default: none)",
+    )
+    http.add_argument(
+        "--every",
+        type=_positive_float,
+        help="pull every this many seconds until interrupted, a failed pull reported and retried at the next "
+        "(default: once)",
+    )
+    http.add_argument(
+        "--iterations", type=_positive_int, help="with --every, stop after this many pulls (default: until interrupted)"
+    )
+    http.add_argument("--timeout", type=_positive_float, default=30.0, help="seconds to wait for the endpoint")
+    _es_attempts(http)
 
     demo = command("demo", "run the main job end to end and print the results", _demo)
     demo.add_argument("--names", type=_positive_int, default=50, help="how many simulated series")

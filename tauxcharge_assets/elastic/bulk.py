@@ -289,28 +289,32 @@ def _item_results(response: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [next(iter(item.values())) for item in response.get("items", [])]
 
 
-def _bulk_body(chunk: list[tuple[str, Mapping[str, Any]]]) -> bytes:
-    """NDJSON for ``_bulk``: an ``index`` action then the document, per pair."""
+def _bulk_body(chunk: list[tuple[str, Mapping[str, Any]]], verb: str = "index") -> bytes:
+    """NDJSON for ``_bulk``: an ``index`` (or ``create``) action then the document, per pair."""
     lines = []
     for doc_id, document in chunk:
-        lines.append(_action("index", doc_id))
+        lines.append(_action(verb, doc_id))
         lines.append(_dumps(document))
     lines.append(b"")
     return b"\n".join(lines)
 
 
 def _send_chunk(
-    client: Elasticsearch, index: str, chunk: list[tuple[str, Mapping[str, Any]]], max_retries: int
+    client: Elasticsearch,
+    index: str,
+    chunk: list[tuple[str, Mapping[str, Any]]],
+    max_retries: int,
+    verb: str = "index",
 ) -> tuple[int, list[dict[str, Any]]]:
     """One bulk request; items rejected with 429 (queue full) are retried with backoff, others reported.
 
     A request that fails as a whole with a transient error (connection refused or reset, timeout, 429,
     502-504) is resent whole: ids are deterministic, so a document indexed twice is overwritten, not
-    duplicated.
+    duplicated (with ``create``, kept: the resent one is refused with 409, which ``bulk_create`` counts).
     """
     pending, rejected = chunk, []
     for attempt in range(max_retries + 1):
-        body = _bulk_body(pending)
+        body = _bulk_body(pending, verb)
         response = retrying(
             lambda body=body: client.bulk(  # type: ignore[misc]
                 index=index, operations=body, filter_path="errors,items.*.status,items.*.error"
@@ -376,6 +380,47 @@ def _chunks(
         yield chunk
 
 
+def _bulk(
+    client: Elasticsearch,
+    index: str,
+    documents: Iterable[tuple[str, Mapping[str, Any]]],
+    chunk_size: int,
+    parallel: int,
+    max_retries: int,
+    verb: str,
+) -> tuple[int, list[dict[str, Any]]]:
+    """Chunks as bulk requests, at most ``parallel`` in flight; (documents written, items refused)."""
+    written = 0
+    refused: list[dict[str, Any]] = []
+    in_flight: list[Future[tuple[int, list[dict[str, Any]]]]] = []
+
+    def collect(future: Future[tuple[int, list[dict[str, Any]]]]) -> None:
+        nonlocal written
+        ok, failed = future.result()
+        written += ok
+        refused.extend(failed)
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="bulk") as pool:
+        for chunk in _chunks(documents, chunk_size):
+            if len(in_flight) >= max(1, parallel):
+                collect(in_flight.pop(0))
+            if verb == "index":  # the plain call: tests/test_faults.py wraps _send_chunk with these four arguments
+                in_flight.append(pool.submit(_send_chunk, client, index, chunk, max_retries))
+            else:
+                in_flight.append(pool.submit(_send_chunk, client, index, chunk, max_retries, verb))
+        for future in in_flight:
+            collect(future)
+    return written, refused
+
+
+def _raise_rejected(errors: list[dict[str, Any]], written: int, index: str) -> None:
+    if errors:
+        raise BulkWriteError(
+            f"Elasticsearch rejected {len(errors)} of {written + len(errors)} documents written to {index}; "
+            f"first rejection: {errors[0]}"
+        )
+
+
 def bulk_write(
     client: Elasticsearch,
     index: str,
@@ -390,31 +435,34 @@ def bulk_write(
     Chunks of ``chunk_size`` documents go out as bulk requests, at most ``parallel`` in flight: one
     chunk is serialised while the server indexes the previous one, and memory stays bounded.
     """
-    written = 0
-    errors: list[dict[str, Any]] = []
-    in_flight: list[Future[tuple[int, list[dict[str, Any]]]]] = []
-
-    def collect(future: Future[tuple[int, list[dict[str, Any]]]]) -> None:
-        nonlocal written
-        ok, failed = future.result()
-        written += ok
-        errors.extend(failed)
-
-    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="bulk") as pool:
-        for chunk in _chunks(documents, chunk_size):
-            if len(in_flight) >= max(1, parallel):
-                collect(in_flight.pop(0))
-            in_flight.append(pool.submit(_send_chunk, client, index, chunk, max_retries))
-        for future in in_flight:
-            collect(future)
-    if errors:
-        raise BulkWriteError(
-            f"Elasticsearch rejected {len(errors)} of {written + len(errors)} documents written to {index}; "
-            f"first rejection: {errors[0]}"
-        )
+    written, errors = _bulk(client, index, documents, chunk_size, parallel, max_retries, "index")
+    _raise_rejected(errors, written, index)
     if refresh:
         refresh_index(client, index)
     return written
+
+
+def bulk_create(
+    client: Elasticsearch,
+    index: str,
+    documents: Iterable[tuple[str, Mapping[str, Any]]],
+    chunk_size: int = 5_000,
+    refresh: bool = True,
+    parallel: int = 2,
+    max_retries: int = 3,
+) -> tuple[int, int]:
+    """Create ``(id, document)`` pairs whose id is not in the index yet; (created, already present).
+
+    Unlike ``bulk_write``, a document already there is left untouched (the server answers 409): an
+    ingestion rerun keeps each document's first ``ingested_at``, so the as-of reads of past partitions
+    do not move. A request resent after a lost answer counts its documents as already present.
+    """
+    created, refused = _bulk(client, index, documents, chunk_size, parallel, max_retries, "create")
+    errors = [item for item in refused if item.get("status") != 409]
+    _raise_rejected(errors, created, index)
+    if refresh:
+        refresh_index(client, index)
+    return created, len(refused) - len(errors)
 
 
 def deterministic_id(*parts: object) -> str:
