@@ -24,14 +24,20 @@ from dagster import (
 
 from tauxcharge_assets.alerts.anomalies import alert_critical_anomalies
 from tauxcharge_assets.alerts.episodes import AlertLedger, Event, episode_starts
-from tauxcharge_assets.alerts.failures import one_line
+from tauxcharge_assets.alerts.failures import FailedRun, alert_failed_run, one_line
 from tauxcharge_assets.alerts.webhook import AlertDeliveryError, post_text
 from tauxcharge_assets.cli.runner import QUIET, materialize_ticks
 from tauxcharge_assets.data.simulator import SimulationSpec, simulate
 from tauxcharge_assets.definitions import ALL_ASSETS, ALL_CHECKS
 from tauxcharge_assets.defs.alerts.sensors import run_failure_alerts
 from tauxcharge_assets.defs.partitions import partition_key_ending_at
-from tauxcharge_assets.defs.resources import AlertWebhookResource, ElasticsearchResource, MlflowResource
+from tauxcharge_assets.defs.resources import (
+    ALERT_WEBHOOK_VARIABLE,
+    AlertWebhookResource,
+    ElasticsearchResource,
+    MlflowResource,
+    alerts_from_env,
+)
 from tauxcharge_assets.defs.serving.jobs import TICK_ASSETS, tick_job
 from tauxcharge_assets.elastic.bulk import bulk_write, refresh_index
 from tauxcharge_assets_tests.test_promises_checks import StubModel, use_stub_model
@@ -104,6 +110,15 @@ def test_a_4xx_is_one_clear_line_without_the_url_and_is_not_retried(receiver: Re
     assert len(receiver.posts) == 3 and receiver.accepted == []
 
 
+def test_the_webhook_url_comes_from_the_environment_and_is_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ALERT_WEBHOOK_VARIABLE, raising=False)
+    assert alerts_from_env().enabled is False
+    monkeypatch.setenv(ALERT_WEBHOOK_VARIABLE, f"https://hooks.example/services/{TOKEN}")
+    resource = alerts_from_env()
+    assert isinstance(resource.url, EnvVar) and resource.url.env_var_name == ALERT_WEBHOOK_VARIABLE
+    assert TOKEN not in repr(resource)
+
+
 # ---------------------------------------------------------------------------------------------------
 # The episode rule, pure.
 
@@ -125,7 +140,22 @@ def test_one_line_keeps_the_first_line_and_cuts_long_ones() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Critical anomalies, against Elasticsearch.
+# Critical anomalies and failed runs, against Elasticsearch.
+
+
+@pytest.fixture(scope="module")
+def alerts_es(es_url: str) -> Iterator[ElasticsearchResource]:
+    """One prefix for the module (its templates are installed once); each test gets its own alerts index."""
+    es = ElasticsearchResource(url=es_url, index_prefix=f"test-alerts-{uuid.uuid4().hex[:8]}")
+    yield es
+    es.get_client().indices.delete(index=f"{es.index_prefix}-*", allow_no_indices=True)
+
+
+@pytest.fixture
+def ledger(alerts_es: ElasticsearchResource) -> AlertLedger:
+    index = f"{alerts_es.indices.alerts}-{uuid.uuid4().hex[:6]}"  # matches the alerts template
+    alerts_es.get_client().indices.create(index=index)
+    return AlertLedger(alerts_es.get_client(), index)
 
 
 def critical(name: str, at: pd.Timestamp, score: float = 1.0) -> dict[str, Any]:
@@ -145,8 +175,7 @@ def scored(*rows: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame([warning, *rows])
 
 
-def test_critical_anomalies_are_sent_once_per_episode(es_resource: ElasticsearchResource, receiver: Receiver) -> None:
-    ledger = AlertLedger(es_resource.get_client(), es_resource.indices.alerts)
+def test_critical_anomalies_are_sent_once_per_episode(ledger: AlertLedger, receiver: Receiver) -> None:
     alerts = AlertWebhookResource(url=receiver.url, backoff_s=0.01)
     t0 = pd.Timestamp.now(tz="UTC").floor("5min") - 3 * HOUR
 
@@ -178,10 +207,7 @@ def test_critical_anomalies_are_sent_once_per_episode(es_resource: Elasticsearch
     assert (claims, events) == (4, 7)
 
 
-def test_a_message_that_could_not_be_sent_is_sent_by_the_retry(
-    es_resource: ElasticsearchResource, receiver: Receiver
-) -> None:
-    ledger = AlertLedger(es_resource.get_client(), es_resource.indices.alerts)
+def test_a_message_that_could_not_be_sent_is_sent_by_the_retry(ledger: AlertLedger, receiver: Receiver) -> None:
     alerts = AlertWebhookResource(url=receiver.url, attempts=2, backoff_s=0.01)
     at = pd.Timestamp.now(tz="UTC").floor("5min")
 
@@ -195,6 +221,28 @@ def test_a_message_that_could_not_be_sent_is_sent_by_the_retry(
     assert tick() == 1  # the failed attempt released its claim
     assert tick() == 0
     assert len(receiver.posts) == 3 and len(receiver.texts()) == 1
+
+
+def test_failures_of_the_same_job_and_step_are_one_episode(ledger: AlertLedger, receiver: Receiver) -> None:
+    alerts = AlertWebhookResource(url=receiver.url, backoff_s=0.01)
+    t0 = pd.Timestamp("2026-11-20T10:00", tz="UTC")
+
+    def fails(at: pd.Timestamp, **steps: str) -> int:
+        run = FailedRun("tick_job", f"run-{at:%H%M}", f"{at:%Y-%m-%d-%H:%M}", at, steps, "Steps failed")
+        return len(alert_failed_run(ledger, run, alerts.send_text, at + STEP).sent)
+
+    assert fails(t0, forecasts="dagster.Failure: No champion version") == 1
+    assert fails(t0, forecasts="dagster.Failure: No champion version") == 0  # the same partition rerun
+    assert fails(t0 + STEP, forecasts="No champion", anomaly_report="ES down") == 1  # only the new step is news
+    assert fails(t0 + 2 * STEP + HOUR) == 1  # failed outside any step: its own subject, job:run
+    assert fails(t0 + 3 * STEP + 2 * HOUR, forecasts="No champion") == 1  # two hours on: a new episode
+    texts = receiver.texts()
+    assert texts[0].splitlines() == [
+        f"tick_job failed for partition {t0:%Y-%m-%d-%H:%M} (run run-1000):",
+        "- step forecasts: No champion version",
+    ]
+    assert texts[1].splitlines()[1:] == ["- step anomaly_report: ES down"]
+    assert texts[2].splitlines()[1:] == ["- step run: Steps failed"] and len(texts) == 4
 
 
 # ---------------------------------------------------------------------------------------------------
