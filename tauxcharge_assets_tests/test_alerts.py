@@ -186,7 +186,9 @@ def test_critical_anomalies_are_sent_once_per_episode(ledger: AlertLedger, recei
                                            now if now is not None else at + STEP, alerts.anomaly_max_age)  # fmt: skip
         return len(outcome.sent)
 
-    assert tick() == 0 and receiver.posts == []  # nothing critical: nothing sent (and no request made)
+    assert tick() == 0 and receiver.posts == []  # nothing critical: nothing sent
+    no_server = AlertLedger(None, "never-read")  # type: ignore[arg-type]  # any request would raise
+    assert alert_critical_anomalies(no_server, scored(), "k", "idx", alerts.send_text, t0, None).events == 0
     assert tick(critical("a", t0)) == 1
     assert tick(critical("a", t0)) == 0  # a rerun of the same tick
     assert tick(critical("a", t0 + STEP), critical("b", t0 + STEP)) == 1  # a continues, b starts
@@ -249,33 +251,28 @@ def test_failures_of_the_same_job_and_step_are_one_episode(ledger: AlertLedger, 
 # Through Dagster: ticks with a critical anomaly, and failed runs seen by the sensor.
 
 
-@pytest.fixture
-def deployment(es_url: str, tmp_path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    """4 names x 1.2 days ending at ``end`` in fresh indices; the first name stays in 20..40 and jumps to 99
-    at the last slot (a new 30-day record: score 1, critical). A stub model: no training."""
-    use_stub_model(monkeypatch, StubModel())
+@pytest.fixture(scope="module")
+def deployment(alerts_es: ElasticsearchResource, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """4 names x 1.2 days ending at ``end``, in the module's indices; the first name stays in 20..40 and jumps to
+    99 at the last slot (a new 30-day record: score 1, critical)."""
     end = pd.Timestamp.now(tz="UTC").floor("h") - pd.Timedelta(days=1)
-    es = ElasticsearchResource(url=es_url, index_prefix=f"test-alerts-{uuid.uuid4().hex[:8]}")
-    client = es.get_client()
     sim = simulate(SimulationSpec(n_names=4, days=1.2, end=end, seed=3, missing_rate=0.0, duplicate_rate=0.0,
                                   late_rate=0.0, bad_value_rate=0.0, anomalies_per_name=0.0))  # fmt: skip
     documents = [dict(document) for _id, document in sim.documents()]
     first = min(d["name"] for d in documents)
     own = [d for d in documents if d["name"] == first]
     low, high = min(d["value"] for d in own), max(d["value"] for d in own)
-    spike_at = (end - STEP).isoformat()
     for d in own:
         d["value"] = 99.0 if pd.Timestamp(d["timestamp"]) == end - STEP else 20 + 20 * (d["value"] - low) / (high - low)
-    assert sum(pd.Timestamp(d["timestamp"]) == end - STEP for d in own) == 1, spike_at
-    bulk_write(client, es.indices.metrics, [(f"doc-{i}", d) for i, d in enumerate(documents)])
-    monkeypatch.setenv(URL_VARIABLE, "")
+    assert sum(pd.Timestamp(d["timestamp"]) == end - STEP for d in own) == 1
+    bulk_write(alerts_es.get_client(), alerts_es.indices.metrics, [(f"doc-{i}", d) for i, d in enumerate(documents)])
+    folder = tmp_path_factory.mktemp("alerts-deployment")
     resources = {
-        "elasticsearch": es,
-        "mlflow": MlflowResource(tracking_uri=f"sqlite:///{tmp_path / 'unused.db'}"),
-        "io_manager": FilesystemIOManager(base_dir=str(tmp_path / "storage")),
+        "elasticsearch": alerts_es,
+        "mlflow": MlflowResource(tracking_uri=f"sqlite:///{folder / 'unused.db'}"),
+        "io_manager": FilesystemIOManager(base_dir=str(folder / "storage")),
     }
-    yield {"es": es, "end": end, "name": first, "resources": resources, "monkeypatch": monkeypatch}
-    client.indices.delete(index=f"{es.index_prefix}-*", allow_no_indices=True)
+    return {"es": alerts_es, "end": end, "name": first, "resources": resources}
 
 
 def run_text(instance: DagsterInstance, run_id: str) -> str:
@@ -284,8 +281,9 @@ def run_text(instance: DagsterInstance, run_id: str) -> str:
 
 
 def test_a_tick_sends_its_critical_anomaly_once_and_a_rerun_or_backfill_never_again(
-    deployment: dict[str, Any], receiver: Receiver
+    deployment: dict[str, Any], receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    use_stub_model(monkeypatch, StubModel())  # no training, no TensorFlow
     end, key, resources = deployment["end"], partition_key_ending_at(deployment["end"]), deployment["resources"]
     instance = DagsterInstance.ephemeral()
 
@@ -306,7 +304,7 @@ def test_a_tick_sends_its_critical_anomaly_once_and_a_rerun_or_backfill_never_ag
     assert off["alerts"] == "off: TAUXCHARGE_ALERT_WEBHOOK_URL is not set"
     assert off["critical"] == 1 and receiver.posts == []
 
-    deployment["monkeypatch"].setenv(URL_VARIABLE, receiver.url)
+    monkeypatch.setenv(URL_VARIABLE, receiver.url)
     alerts = AlertWebhookResource(url=EnvVar(URL_VARIABLE), anomaly_max_age_minutes=None, backoff_s=0.01)
     run_id, on = tick(alerts)
     assert on["alerts_sent"] == 1
@@ -320,17 +318,18 @@ def test_a_tick_sends_its_critical_anomaly_once_and_a_rerun_or_backfill_never_ag
     assert len(receiver.posts) == 1
     client, alerts_index = deployment["es"].get_client(), deployment["es"].indices.alerts
     refresh_index(client, alerts_index)
-    assert client.count(index=alerts_index, query={"term": {"record": "claim"}})["count"] == 1
+    claims = {"bool": {"filter": [{"term": {"record": "claim"}}, {"term": {"kind": "anomaly"}}]}}
+    assert client.count(index=alerts_index, query=claims)["count"] == 1
     anomalies = client.search(index=deployment["es"].indices.anomalies, query={"term": {"severity": "critical"}})
     assert anomalies["hits"]["total"]["value"] == 1
 
 
 def test_a_failed_gate_is_sent_once_by_the_sensor_and_a_rerun_failing_the_same_way_is_not(
-    deployment: dict[str, Any], receiver: Receiver
+    deployment: dict[str, Any], receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two hours after the data ends the freshness gate fails: tick_job fails on that check step."""
     key = partition_key_ending_at(deployment["end"] + 2 * HOUR)
-    deployment["monkeypatch"].setenv(URL_VARIABLE, receiver.url)
+    monkeypatch.setenv(URL_VARIABLE, receiver.url)
     alerts = AlertWebhookResource(url=EnvVar(URL_VARIABLE), backoff_s=0.01)
     resources = {**deployment["resources"], "alerts": alerts}
     job = Definitions(assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=[tick_job], resources=resources).resolve_job_def(
