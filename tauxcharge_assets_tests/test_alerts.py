@@ -21,9 +21,10 @@ from dagster import (
     build_run_status_sensor_context,
     materialize,
 )
+from elasticsearch import ConnectionError as ElasticsearchConnectionError
 
 from tauxcharge_assets.alerts.anomalies import alert_critical_anomalies
-from tauxcharge_assets.alerts.episodes import AlertLedger, Event, episode_starts
+from tauxcharge_assets.alerts.episodes import AlertLedger, Event, alert_once, episode_starts
 from tauxcharge_assets.alerts.failures import FailedRun, alert_failed_run, one_line
 from tauxcharge_assets.alerts.webhook import AlertDeliveryError, post_text
 from tauxcharge_assets.cli.runner import QUIET, materialize_ticks
@@ -223,6 +224,34 @@ def test_a_message_that_could_not_be_sent_is_sent_by_the_retry(ledger: AlertLedg
     assert tick() == 1  # the failed attempt released its claim
     assert tick() == 0
     assert len(receiver.posts) == 3 and len(receiver.texts()) == 1
+
+
+class AnswerLost:
+    """A client whose first claim request reaches the server but whose answer is lost (a connection reset)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client, self.lost = client, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def bulk(self, **kwargs: Any) -> Any:
+        response = self.client.bulk(**kwargs)
+        claims = isinstance(kwargs.get("operations"), list) and "create" in kwargs["operations"][0]
+        if claims and not self.lost:
+            self.lost = True
+            raise ElasticsearchConnectionError("connection reset by peer")
+        return response
+
+
+def test_a_claim_resent_after_its_answer_was_lost_is_still_ours(ledger: AlertLedger, receiver: Receiver) -> None:
+    """The resent create answers 409 for the claim the first attempt made: the token says it is this call's."""
+    lossy = AlertLedger(AnswerLost(ledger.client), ledger.index)  # type: ignore[arg-type]
+    at = pd.Timestamp.now(tz="UTC").floor("5min")
+    outcome = alert_once(lossy, [Event("anomaly", "a", at, "line")], lambda new: post_text(receiver.url, "x"), at)
+    assert lossy.client.lost and len(outcome.sent) == 1 and receiver.texts() == ["x"]
+    again = alert_once(ledger, [Event("anomaly", "a", at, "line")], lambda new: post_text(receiver.url, "x"), at)
+    assert len(again.sent) == 0 and len(receiver.posts) == 1
 
 
 def test_failures_of_the_same_job_and_step_are_one_episode(ledger: AlertLedger, receiver: Receiver) -> None:

@@ -42,7 +42,6 @@ class Outcome:
 
     events: int
     sent: list[Event] = field(default_factory=list)
-    episode_starts: dict[tuple[str, pd.Timestamp], pd.Timestamp] = field(default_factory=dict)
     already_sent: int = 0
     too_old: int = 0
 
@@ -203,7 +202,6 @@ def alert_once(
     return Outcome(
         events=len(events),
         sent=[first[claim] for claim in mine],
-        episode_starts={(e.subject, e.at): start for e, start in zip(events, starts, strict=True)},
         already_sent=len(claims) - len(mine),
         too_old=len(events) - len(fresh),
     )
