@@ -80,7 +80,7 @@ class Timers:
 def resources() -> dict[str, object]:
     """The bench's resources, with plain values (no EnvVar) so direct invocation needs no run."""
     from tauxcharge_assets.defs.io_manager import RetainedFilesystemIOManager
-    from tauxcharge_assets.defs.resources import ElasticsearchResource, MlflowResource
+    from tauxcharge_assets.defs.resources import AlertWebhookResource, ElasticsearchResource, MlflowResource
     from tauxcharge_assets.settings import data_dir, default_mlflow_tracking_uri
 
     return {
@@ -88,6 +88,7 @@ def resources() -> dict[str, object]:
             url=os.environ["TAUXCHARGE_ES_URL"], index_prefix=os.environ["TAUXCHARGE_INDEX_PREFIX"]
         ),
         "mlflow": MlflowResource(tracking_uri=default_mlflow_tracking_uri()),
+        "alerts": AlertWebhookResource(),  # off: the benchmark times the tick, not a receiver
         "io_manager": RetainedFilesystemIOManager(base_dir=str(data_dir() / "storage")),
     }
 

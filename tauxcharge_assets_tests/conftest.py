@@ -14,6 +14,7 @@ import pytest
 # Everything the tests write goes to a throwaway data folder, never the developer's one.
 os.environ["TAUXCHARGE_HOME"] = tempfile.mkdtemp(prefix="tauxcharge-tests-")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.pop("TAUXCHARGE_ALERT_WEBHOOK_URL", None)  # tests never alert a real receiver
 
 from dagster import BetaWarning, PreviewWarning
 

@@ -25,7 +25,7 @@ from tauxcharge_assets.data.simulator import SimulationSpec, simulate
 from tauxcharge_assets.definitions import ALL_ASSETS, ALL_CHECKS
 from tauxcharge_assets.defs.model.jobs import MODEL_ASSETS
 from tauxcharge_assets.defs.partitions import partition_key_ending_at
-from tauxcharge_assets.defs.resources import ElasticsearchResource, MlflowResource
+from tauxcharge_assets.defs.resources import AlertWebhookResource, ElasticsearchResource, MlflowResource
 from tauxcharge_assets.defs.serving.jobs import TICK_ASSETS
 from tauxcharge_assets.elastic import bulk
 from tauxcharge_assets.elastic import server as es_server
@@ -216,6 +216,7 @@ def test_a_tick_rides_out_restarts_during_its_read_and_its_bulk_write(
     resources = {
         "elasticsearch": es,
         "mlflow": mlflow_resource,
+        "alerts": AlertWebhookResource(),  # off
         "io_manager": FilesystemIOManager(base_dir=str(tmp_path_factory.mktemp("fault-storage"))),
     }
     end = pd.Timestamp.now(tz="UTC").floor("h") - pd.Timedelta(days=1)
@@ -285,7 +286,11 @@ def test_a_tick_against_a_server_that_stays_down_fails_in_bounded_time_with_one_
         [*ALL_ASSETS, *ALL_CHECKS],
         selection=["raw_es_extract"],
         partition_key=partition_key_ending_at(pd.Timestamp.now(tz="UTC").floor("h") - pd.Timedelta(days=1)),
-        resources={"elasticsearch": down, "mlflow": MlflowResource(tracking_uri="sqlite:///unused.db")},
+        resources={
+            "elasticsearch": down,
+            "mlflow": MlflowResource(tracking_uri="sqlite:///unused.db"),
+            "alerts": AlertWebhookResource(),
+        },
         run_config=QUIET,
         raise_on_error=False,
     )

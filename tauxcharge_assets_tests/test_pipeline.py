@@ -22,7 +22,7 @@ from tauxcharge_assets.defs.model.jobs import MODEL_ASSETS
 from tauxcharge_assets.defs.model.sensors import retrain_sensor
 from tauxcharge_assets.defs.model.tuning import hyperparameter_search
 from tauxcharge_assets.defs.partitions import partition_key_ending_at
-from tauxcharge_assets.defs.resources import ElasticsearchResource, MlflowResource
+from tauxcharge_assets.defs.resources import AlertWebhookResource, ElasticsearchResource, MlflowResource
 from tauxcharge_assets.defs.serving.jobs import TICK_ASSETS
 from tauxcharge_assets.elastic.bulk import bulk_write, scan_pit
 from tauxcharge_assets.elastic.queries import count_documents, fetch_raw_metrics
@@ -64,6 +64,7 @@ def pipeline(es_url: str, mlflow_resource: MlflowResource, tmp_path_factory) -> 
     resources = {
         "elasticsearch": es,
         "mlflow": mlflow_resource,
+        "alerts": AlertWebhookResource(),  # off
         "io_manager": FilesystemIOManager(base_dir=str(tmp_path_factory.mktemp("storage"))),
     }
     end = pd.Timestamp.now(tz="UTC").floor("h") - pd.Timedelta(days=1)

@@ -24,7 +24,7 @@ from tauxcharge_assets.definitions import ALL_ASSETS, ALL_CHECKS
 from tauxcharge_assets.defs.ingest import checks as ingest_checks
 from tauxcharge_assets.defs.ingest.assets import RawExtract
 from tauxcharge_assets.defs.partitions import partition_key_ending_at
-from tauxcharge_assets.defs.resources import ElasticsearchResource, MlflowResource
+from tauxcharge_assets.defs.resources import AlertWebhookResource, ElasticsearchResource, MlflowResource
 from tauxcharge_assets.defs.serving import checks as serving_checks
 from tauxcharge_assets.defs.serving.jobs import TICK_ASSETS
 from tauxcharge_assets.elastic.bulk import bulk_write
@@ -220,6 +220,7 @@ def tick_data(es_url: str, tmp_path) -> Iterator[Callable[..., Tick]]:
             resources={
                 "elasticsearch": es,
                 "mlflow": MlflowResource(tracking_uri=f"sqlite:///{tmp_path / 'unused.db'}"),
+                "alerts": AlertWebhookResource(),
                 "io_manager": FilesystemIOManager(base_dir=str(tmp_path / "storage")),
             },
             instance=instance,

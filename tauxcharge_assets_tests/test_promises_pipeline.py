@@ -35,7 +35,7 @@ from tauxcharge_assets.definitions import ALL_ASSETS, ALL_CHECKS
 from tauxcharge_assets.defs import resources as resources_module
 from tauxcharge_assets.defs.model.jobs import MODEL_ASSETS
 from tauxcharge_assets.defs.partitions import partition_key_ending_at
-from tauxcharge_assets.defs.resources import ElasticsearchResource, MlflowResource
+from tauxcharge_assets.defs.resources import AlertWebhookResource, ElasticsearchResource, MlflowResource
 from tauxcharge_assets.defs.serving.jobs import TICK_ASSETS
 from tauxcharge_assets.elastic.bulk import bulk_write
 from tauxcharge_assets.elastic.queries import count_documents
@@ -155,7 +155,12 @@ def trained(es_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[T
             tracking_uri=f"sqlite:///{home / 'mlflow.db'}", artifact_location=(home / "mlartifacts").as_uri()
         )
         runs = Runs(
-            {"elasticsearch": es, "mlflow": mlflow, "io_manager": FilesystemIOManager(base_dir=str(home / "storage"))},
+            {
+                "elasticsearch": es,
+                "mlflow": mlflow,
+                "alerts": AlertWebhookResource(),
+                "io_manager": FilesystemIOManager(base_dir=str(home / "storage")),
+            },
             DagsterInstance.ephemeral(),
         )
         first = runs.train(END - 12 * STEP).output_for_node("trained_model")

@@ -16,7 +16,7 @@ from dagster import DagsterInstance, materialize
 from tauxcharge_assets.definitions import ALL_ASSETS, ALL_CHECKS
 from tauxcharge_assets.defs.io_manager import RetainedFilesystemIOManager
 from tauxcharge_assets.defs.model.jobs import MODEL_ASSETS
-from tauxcharge_assets.defs.resources import ElasticsearchResource, MlflowResource
+from tauxcharge_assets.defs.resources import ElasticsearchResource, MlflowResource, alerts_from_env
 from tauxcharge_assets.defs.serving.jobs import TICK_ASSETS
 from tauxcharge_assets.elastic import server
 from tauxcharge_assets.settings import data_dir
@@ -107,5 +107,6 @@ def tick_resources(elasticsearch: ElasticsearchResource, mlflow: MlflowResource)
     return {
         "elasticsearch": elasticsearch,
         "mlflow": mlflow,
+        "alerts": alerts_from_env(),
         "io_manager": RetainedFilesystemIOManager(base_dir=str(data_dir() / "storage")),
     }

@@ -1,4 +1,4 @@
-"""Dagster resources: Elasticsearch and MLflow, configured from the environment.
+"""Dagster resources: Elasticsearch, MLflow and the alert webhook, configured from the environment.
 
 Secrets never appear in code, logs or metadata: the API key and the password are passed as ``EnvVar``
 and Dagster shows only the variables' names.
@@ -12,10 +12,12 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import pandas as pd
 from dagster import Backoff, ConfigurableResource, EnvVar, Failure, Jitter, RetryPolicy
 from elasticsearch import ApiError, Elasticsearch
 from pydantic import Field
 
+from tauxcharge_assets.alerts.webhook import post_text
 from tauxcharge_assets.elastic.client import (
     DEFAULT_RETRY_DEADLINE_S,
     ElasticsearchAccessError,
@@ -186,6 +188,45 @@ class MlflowResource(ConfigurableResource):
         )
 
 
+ALERT_WEBHOOK_VARIABLE = "TAUXCHARGE_ALERT_WEBHOOK_URL"
+
+
+class AlertWebhookResource(ConfigurableResource):
+    """Where alerts go: a Slack- or Teams-style incoming webhook taking ``{"text": ...}``. Without a URL,
+    alerting is off (and the metadata says so). The URL may hold a token: pass it as EnvVar, never inline."""
+
+    url: str | None = Field(default=None, description=f"Webhook URL; from {ALERT_WEBHOOK_VARIABLE} as EnvVar")
+    timeout_s: float = Field(default=10.0, description="Seconds to wait for the receiver's answer, per attempt")
+    attempts: int = Field(default=3, ge=1, description="Attempts in all on 5xx, 429, timeouts, connection errors")
+    backoff_s: float = Field(default=1.0, description="Wait before the second attempt, doubling after")
+    episode_gap_minutes: float = Field(
+        default=60.0, description="An event with none of its subject this long before starts a new episode"
+    )
+    anomaly_max_age_minutes: float | None = Field(
+        default=60.0,
+        description="Critical anomalies older than this when found (a backfill of the past) are recorded but not "
+        "sent; None: no limit",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+    @property
+    def episode_gap(self) -> pd.Timedelta:
+        return pd.Timedelta(minutes=self.episode_gap_minutes)
+
+    @property
+    def anomaly_max_age(self) -> pd.Timedelta | None:
+        return None if self.anomaly_max_age_minutes is None else pd.Timedelta(minutes=self.anomaly_max_age_minutes)
+
+    def send_text(self, text: str) -> None:
+        """POST ``{"text": text}``, retried; raises ``AlertDeliveryError`` (never naming the URL)."""
+        if not self.url:
+            raise RuntimeError(f"Alerting is off: {ALERT_WEBHOOK_VARIABLE} is not set.")
+        post_text(self.url, text, self.timeout_s, self.attempts, self.backoff_s)
+
+
 def _env_or(name: str, default: str | None) -> str | EnvVar | None:
     """``EnvVar(name)`` when the variable is set, so Dagster reads it at run time and never shows it."""
     return EnvVar(name) if os.environ.get(name) else default
@@ -215,6 +256,10 @@ def elasticsearch_from_env(connect_attempts: int = 5) -> ElasticsearchResource:
         index_prefix=os.environ.get("TAUXCHARGE_INDEX_PREFIX", "tauxcharge"),
         connect_attempts=connect_attempts,
     )
+
+
+def alerts_from_env() -> AlertWebhookResource:
+    return AlertWebhookResource(url=_env_or(ALERT_WEBHOOK_VARIABLE, None))
 
 
 def mlflow_from_env() -> MlflowResource:

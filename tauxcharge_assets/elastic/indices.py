@@ -43,6 +43,11 @@ class IndexNames:
         return f"{self.prefix}-detector-state"
 
     @property
+    def alerts(self) -> str:
+        """Alert events and the claims that make each episode's message go out once (``alerts.episodes``)."""
+        return f"{self.prefix}-alerts"
+
+    @property
     def quarantine(self) -> str:
         """The base of the daily quarantine indices (``<prefix>-quarantine-YYYY.MM.DD``, see ``daily``)."""
         return f"{self.prefix}-quarantine"
@@ -115,6 +120,19 @@ _TEMPLATES: dict[str, dict[str, Any]] = {
             "chunks": {"type": "integer"},
             "day": {"type": "integer"},
             "state": {"type": "object", "enabled": False},  # kept in _source only, never indexed
+        },
+    },
+    "alerts": {  # events (record=event) and claims (record=claim) of alerts.episodes
+        "dynamic": "strict",
+        "properties": {
+            "record": {"type": "keyword"},
+            "kind": {"type": "keyword"},
+            "subject": {"type": "keyword"},
+            "at": {"type": "date"},
+            "episode_start": {"type": "date"},
+            "token": {"type": "keyword"},
+            "partition_key": {"type": "keyword"},
+            "run_id": {"type": "keyword"},
         },
     },
     "quarantine": {  # one entry per bad metric document (data.quarantine), in daily indices

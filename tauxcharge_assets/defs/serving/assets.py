@@ -4,13 +4,19 @@ import dataclasses
 
 import pandas as pd
 from dagster import AssetExecutionContext, Config, Failure, Output, asset
+from elasticsearch import Elasticsearch
 from pydantic import Field
 
+from tauxcharge_assets.alerts.anomalies import alert_critical_anomalies
+from tauxcharge_assets.alerts.episodes import AlertLedger
+from tauxcharge_assets.alerts.webhook import AlertDeliveryError
 from tauxcharge_assets.data.cleaning import CleanedSeries
 from tauxcharge_assets.data.sequences import SequenceTensors
 from tauxcharge_assets.defs.partitions import tick_partitions, tick_window
 from tauxcharge_assets.defs.resources import (
+    ALERT_WEBHOOK_VARIABLE,
     TICK_RETRY_POLICY,
+    AlertWebhookResource,
     ElasticsearchResource,
     MlflowResource,
     unavailable_as_failure,
@@ -146,14 +152,17 @@ def anomaly_report(
     context: AssetExecutionContext,
     config: AnomalyConfig,
     elasticsearch: ElasticsearchResource,
+    alerts: AlertWebhookResource,
     cleaned_series: CleanedSeries,
     forecasts: pd.DataFrame,
 ) -> Output[pd.DataFrame]:
-    """This tick's newest actual values scored by the detector against the forecasts made for them."""
+    """This tick's newest actual values scored by the detector against the forecasts made for them; the
+    critical ones that start an episode go to the alert webhook."""
     with unavailable_as_failure():
         window = tick_window(context.partition_key)
+        client = elasticsearch.get_client()
         report = report_tick(
-            elasticsearch.get_client(),
+            client,
             elasticsearch.indices,
             context.partition_key,
             window.end,
@@ -165,6 +174,35 @@ def anomaly_report(
             config.forecast_lookback_slots,
             config.incremental,
         )
+        alerted = _alert_critical(alerts, client, elasticsearch, report.scores.scored, context.partition_key)
         return Output(
-            report.scores.scored, metadata={**report.metadata(), "forecasts_issued_this_tick": len(forecasts)}
+            report.scores.scored,
+            metadata={**report.metadata(), "forecasts_issued_this_tick": len(forecasts), **alerted},
         )
+
+
+def _alert_critical(
+    alerts: AlertWebhookResource,
+    client: Elasticsearch,
+    elasticsearch: ElasticsearchResource,
+    scored: pd.DataFrame,
+    partition_key: str,
+) -> dict[str, object]:
+    """Alert metadata; a message that cannot be delivered fails the step (its claims released), so the
+    step's retry sends it: the anomalies themselves are already written."""
+    if not alerts.enabled:
+        return {"alerts": f"off: {ALERT_WEBHOOK_VARIABLE} is not set"}
+    try:
+        outcome = alert_critical_anomalies(
+            AlertLedger(client, elasticsearch.indices.alerts),
+            scored,
+            partition_key,
+            elasticsearch.indices.anomalies,
+            alerts.send_text,
+            pd.Timestamp.now(tz="UTC"),
+            alerts.anomaly_max_age,
+            alerts.episode_gap,
+        )
+    except AlertDeliveryError as error:
+        raise Failure(description=f"The anomalies are written, but their alert was not delivered: {error}") from None
+    return {"alerts": "on", **outcome.metadata()}
