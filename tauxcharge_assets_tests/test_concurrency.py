@@ -41,7 +41,7 @@ from tauxcharge_assets.data.name_ids import UNKNOWN_NAME_ID, load_name_ids
 from tauxcharge_assets.data.simulator import SimulationSpec, simulate
 from tauxcharge_assets.defs.io_manager import RetainedFilesystemIOManager
 from tauxcharge_assets.defs.partitions import partition_key_ending_at
-from tauxcharge_assets.defs.resources import ElasticsearchResource, MlflowResource
+from tauxcharge_assets.defs.resources import AlertWebhookResource, ElasticsearchResource, MlflowResource
 from tauxcharge_assets.elastic.bulk import bulk_write, refresh_index, scan_pit
 from tauxcharge_assets.elastic.queries import count_documents
 
@@ -198,7 +198,12 @@ def shared(es_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sh
     mlflow = MlflowResource(
         tracking_uri=f"sqlite:///{home / 'mlflow.db'}", artifact_location=(home / "mlartifacts").as_uri()
     )
-    resources = {"elasticsearch": plain, "mlflow": mlflow, "io_manager": FilesystemIOManager(base_dir=str(home))}
+    resources = {
+        "elasticsearch": plain,
+        "mlflow": mlflow,
+        "alerts": AlertWebhookResource(),
+        "io_manager": FilesystemIOManager(base_dir=str(home)),
+    }
     train(resources, END - (max(TESTED) + 2) * STEP, DagsterInstance.ephemeral(), **TRAINING)
     champion = mlflow.champion_version()
     if champion is None:  # a toy model may lose to naive: the operator's override

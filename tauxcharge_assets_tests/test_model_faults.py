@@ -27,7 +27,7 @@ from tauxcharge_assets.data.simulator import SimulationSpec, simulate
 from tauxcharge_assets.definitions import ALL_ASSETS, ALL_CHECKS
 from tauxcharge_assets.defs.model.jobs import MODEL_ASSETS
 from tauxcharge_assets.defs.partitions import partition_key_ending_at
-from tauxcharge_assets.defs.resources import ElasticsearchResource, MlflowResource
+from tauxcharge_assets.defs.resources import AlertWebhookResource, ElasticsearchResource, MlflowResource
 from tauxcharge_assets.defs.serving.jobs import TICK_ASSETS
 from tauxcharge_assets.elastic.bulk import bulk_write, deterministic_id
 from tauxcharge_assets.elastic.queries import count_documents
@@ -111,7 +111,12 @@ def faulty(es_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fa
     mlflow = MlflowResource(
         tracking_uri=f"sqlite:///{home / 'mlflow.db'}", artifact_location=(home / "mlartifacts").as_uri()
     )
-    resources = {"elasticsearch": es, "mlflow": mlflow, "io_manager": FilesystemIOManager(base_dir=str(home / "io"))}
+    resources = {
+        "elasticsearch": es,
+        "mlflow": mlflow,
+        "alerts": AlertWebhookResource(),
+        "io_manager": FilesystemIOManager(base_dir=str(home / "io")),
+    }
     instance = DagsterInstance.ephemeral()
     champion = _train(resources, instance, END - 12 * STEP).output_for_node("trained_model")
     if mlflow.champion_version() != champion.version:  # a toy model may lose to naive: operator override

@@ -20,7 +20,12 @@ from tauxcharge_assets.data.simulator import SimulationSpec, simulate
 from tauxcharge_assets.definitions import ALL_ASSETS, ALL_CHECKS, defs
 from tauxcharge_assets.defs.model.jobs import MODEL_ASSETS
 from tauxcharge_assets.defs.partitions import partition_key_ending_at
-from tauxcharge_assets.defs.resources import ELASTICSEARCH_HEAVY, ElasticsearchResource, MlflowResource
+from tauxcharge_assets.defs.resources import (
+    ELASTICSEARCH_HEAVY,
+    AlertWebhookResource,
+    ElasticsearchResource,
+    MlflowResource,
+)
 from tauxcharge_assets.defs.serving.jobs import TICK_ASSETS
 from tauxcharge_assets.elastic.bulk import bulk_write, scan_pit
 from tauxcharge_assets_tests.services import Postgres, mlflow_server, postgres
@@ -61,6 +66,7 @@ def production(es_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             resources = {
                 "elasticsearch": es,
                 "mlflow": mlflow,
+                "alerts": AlertWebhookResource(),
                 "io_manager": FilesystemIOManager(base_dir=str(folder / "storage")),
             }
 

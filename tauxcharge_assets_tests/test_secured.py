@@ -32,7 +32,12 @@ from tauxcharge_assets.data.simulator import SimulationSpec, simulate
 from tauxcharge_assets.definitions import ALL_ASSETS, ALL_CHECKS
 from tauxcharge_assets.defs.model.jobs import MODEL_ASSETS
 from tauxcharge_assets.defs.partitions import partition_key_ending_at
-from tauxcharge_assets.defs.resources import ElasticsearchResource, MlflowResource, elasticsearch_from_env
+from tauxcharge_assets.defs.resources import (
+    AlertWebhookResource,
+    ElasticsearchResource,
+    MlflowResource,
+    elasticsearch_from_env,
+)
 from tauxcharge_assets.defs.serving.jobs import TICK_ASSETS
 from tauxcharge_assets.elastic.bulk import bulk_write
 from tauxcharge_assets.elastic.client import ElasticsearchAccessError, Security
@@ -179,6 +184,7 @@ class Secured:
             resources={
                 "elasticsearch": es,
                 "mlflow": self.mlflow,
+                "alerts": AlertWebhookResource(),
                 "io_manager": FilesystemIOManager(base_dir=str(self.home / "storage")),
             },
             instance=self.instance,
