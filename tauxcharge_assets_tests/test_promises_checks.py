@@ -140,6 +140,15 @@ class StubModel:
         quantiles = np.stack([last - 1.0, last, last + 1.0], axis=-1)
         return quantiles if self.fill is None else np.full_like(quantiles, self.fill)
 
+    def forecast_tick(
+        self, names: Any, name_ids: Any, values: np.ndarray, mask: Any, origin: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        quantiles = self.predict_quantiles(self.batch_for(names, name_ids, values, mask, origin))
+        return quantiles, np.full(len(names), "lstm")
+
+    def unseen_count(self, names: Any) -> int:
+        return 0
+
 
 def use_stub_model(monkeypatch: pytest.MonkeyPatch, model: StubModel) -> None:
     monkeypatch.setattr(MlflowResource, "champion_version", lambda self: "stub")
