@@ -130,7 +130,7 @@ def test_the_pyfunc_loads_and_predicts_without_tensorflow(served: Served, tmp_pa
         import mlflow
         import pandas as pd
         mlflow.set_tracking_uri({served.mlflow.tracking_uri!r})
-        answer = mlflow.pyfunc.load_model({served.champion_uri!r}).predict(pd.read_json({str(request)!r}, orient="split"))
+        answer = mlflow.pyfunc.load_model({served.champion_uri!r}).predict(pd.read_json({str(request)!r}, orient="split", convert_dates=False))
         print(len(answer), sorted(m for m in ("tensorflow", "keras") if m in sys.modules))
         """
     )
@@ -149,9 +149,11 @@ def free_port() -> int:
 def model_server(served: Served, tmp_path: Path) -> Iterator[str]:
     """``mlflow models serve`` of the champion alias (the project's environment), stopped with its group."""
     port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": served.mlflow.tracking_uri}
+    scripts = Path(sys.executable).parent  # the environment's `mlflow`, and the `uvicorn` it runs by name
+    env = {**os.environ, "MLFLOW_TRACKING_URI": served.mlflow.tracking_uri,
+           "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
     log = (tmp_path / "serve.log").open("w")
-    command = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", served.champion_uri,
+    command = [str(scripts / "mlflow"), "models", "serve", "-m", served.champion_uri,
                "--env-manager", "local", "-p", str(port), "--host", "127.0.0.1"]  # fmt: skip
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
