@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -35,6 +34,7 @@ from tauxcharge_assets.model import network as lstm
 from tauxcharge_assets.model.forecast_documents import forecast_frame
 from tauxcharge_assets.model.forecaster import series_from_frame, train_forecast_model
 from tauxcharge_assets.model.serving import OUTPUT_COLUMNS
+from tauxcharge_assets_tests.services import free_port
 
 HP = lstm.ModelHyperparameters(epochs=1, lstm_units=8, dense_units=8, sample_stride=24)
 END = pd.Timestamp("2026-03-02T12:00", tz="UTC")
@@ -130,19 +130,14 @@ def test_the_pyfunc_loads_and_predicts_without_tensorflow(served: Served, tmp_pa
         import mlflow
         import pandas as pd
         mlflow.set_tracking_uri({served.mlflow.tracking_uri!r})
-        answer = mlflow.pyfunc.load_model({served.champion_uri!r}).predict(pd.read_json({str(request)!r}, orient="split", convert_dates=False))
+        request = pd.read_json({str(request)!r}, orient="split", convert_dates=False)
+        answer = mlflow.pyfunc.load_model({served.champion_uri!r}).predict(request)
         print(len(answer), sorted(m for m in ("tensorflow", "keras") if m in sys.modules))
         """
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split("\n")[-2] == f"{4 * HP.horizon} []"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -183,12 +178,14 @@ def model_server(served: Served, tmp_path: Path) -> Iterator[str]:
 def test_mlflow_models_serve_answers_the_in_process_forecasts(served: Served, model_server: str) -> None:
     names = sorted(served.request["name"].unique())[:3]
     request = served.request[served.request["name"].isin(names)]
-    body = json.dumps({"dataframe_split": json.loads(request.to_json(orient="split", index=False))}).encode()
+    issued_at = END + 2 * STEP  # through the server's `params` too
+    split = json.loads(request.to_json(orient="split", index=False))
+    body = json.dumps({"dataframe_split": split, "params": {"issued_at": issued_at.isoformat()}}).encode()
     call = urllib.request.Request(
         f"{model_server}/invocations", data=body, headers={"Content-Type": "application/json"}, method="POST"
     )
     with urllib.request.urlopen(call, timeout=120) as response:
         answer = pd.DataFrame(json.loads(response.read())["predictions"])
-    expected = tick_forecasts(served, request, END)
+    expected = tick_forecasts(served, request, issued_at)
     assert sorted(set(expected["name"])) == names and len(expected) == 3 * HP.horizon
     assert_same_forecasts(answer[list(OUTPUT_COLUMNS)], expected)
