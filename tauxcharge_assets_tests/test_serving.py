@@ -121,6 +121,18 @@ def test_the_champion_pyfunc_answers_the_ticks_forecasts_from_raw_recent_values(
     )
 
 
+def test_a_request_without_usable_values_gets_no_rows_and_one_without_times_a_clear_error(served: Served) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(served.mlflow.tracking_uri)
+    pyfunc = mlflow.pyfunc.load_model(served.champion_uri)
+    unusable = pd.DataFrame({"name": ["a", "b"], "timestamp": [END.isoformat()] * 2, "value": [np.nan, 250.0]})
+    answer = pyfunc.predict(unusable)  # missing, and out of range: nothing to forecast from (a tick skips them)
+    assert answer.empty and list(answer.columns) == list(OUTPUT_COLUMNS)
+    with pytest.raises(ValueError, match="No parseable timestamp"):
+        pyfunc.predict(pd.DataFrame({"name": ["a"], "timestamp": ["yesterday"], "value": [1.0]}))
+
+
 def test_the_pyfunc_loads_and_predicts_without_tensorflow(served: Served, tmp_path: Path) -> None:
     request = tmp_path / "request.json"
     request.write_text(served.request.to_json(orient="split", index=False))

@@ -82,14 +82,9 @@ def forecast_recent(
 
     A name with no usable value in the 288 slots before the issue time gets no rows (as in a tick).
     """
-    missing = [column for column in INPUT_COLUMNS if column not in recent.columns]
-    if missing:
-        raise ValueError(f"The request lacks the column(s) {missing}; it needs {list(INPUT_COLUMNS)}.")
     end = issue_time(recent, issued_at)
     start = end - pd.Timedelta(minutes=STEP_MINUTES * WINDOW_STEPS)
     sequences = build_sequences(clean_series(recent[list(INPUT_COLUMNS)], start, end, rules), model.name_ids)
-    if not sequences.names:
-        return pd.DataFrame({column: [] for column in OUTPUT_COLUMNS})
     batch = model.batch_for(
         sequences.names, sequences.name_ids, sequences.values, sequences.mask, sequences.next_timestamp
     )
