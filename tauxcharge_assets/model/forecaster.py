@@ -274,6 +274,9 @@ class ForecastModel:
     interval_adjustment: np.ndarray
     history: dict[str, list[float]] = field(default_factory=dict)
     validation_coverage: float = float("nan")
+    # The name -> id mapping it was trained with: the served model has no names index to ask (a name
+    # missing here gets ``UNKNOWN_NAME_ID``, the embedding every id beyond the vocabulary falls back to).
+    name_ids: dict[str, int] = field(default_factory=dict)
 
     def predict_quantiles(self, batch: WindowBatch) -> np.ndarray:
         """(n, horizon, 3) p10/p50/p90 in the original units."""
@@ -399,7 +402,8 @@ def train_forecast_model(
     adjusted = network_module.apply_adjustment(scaled, adjustment)
     y = scaled_targets[..., 0]
     coverage = float(((adjusted[..., 0] <= y) & (y <= adjusted[..., 2])).mean())
-    return ForecastModel(network, hp, scaler, adjustment, history, coverage)
+    name_ids = {item.name: int(item.name_id) for item in series}
+    return ForecastModel(network, hp, scaler, adjustment, history, coverage, name_ids)
 
 
 class LstmForecaster:

@@ -8,6 +8,7 @@ jobs. The run is tagged with the Dagster run id so the two UIs link up.
 from __future__ import annotations
 
 import functools
+import json
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ from tauxcharge_assets.settings import QUANTILES
 
 SIDECAR = "forecaster"  # run artifacts the network needs around it: scales, calibration, hyperparameters
 NETWORK_WEIGHTS = "network_weights.npz"  # the network's weights for ``numpy_network`` (no TensorFlow)
+NAME_IDS = "name_ids.json"  # the name -> id mapping the network was trained with
+KERAS_MODEL = "keras_model"  # the run's Keras model (the registered version is the pyfunc, ``serving``)
+KERAS_MODEL_TAG = "keras_model_uri"  # version tag: where that version's Keras model is
 
 
 CHAMPION_ALIAS = "champion"
@@ -109,6 +113,8 @@ def log_and_register(
     """One MLflow run per training: params, loss per epoch, metrics, plots, tables, the model, a version."""
     import mlflow
 
+    from tauxcharge_assets.model import serving  # it loads through ``read_sidecar`` below
+
     hp = model.hp
     experiment_id = ensure_experiment(tracking_uri, experiment_name, artifact_location)
     with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
@@ -120,32 +126,23 @@ def log_and_register(
             mlflow.log_figure(figure, f"{name}.png")
         for name, table in (tables or {}).items():
             mlflow.log_table(table.reset_index(drop=True), f"{name}.json")
-        mlflow.log_dict(hp.as_params(), f"{SIDECAR}/hyperparameters.json")
-        mlflow.log_dict(model.scaler.scales_, f"{SIDECAR}/name_scales.json")
-        mlflow.log_dict(
-            {
-                "interval_adjustment": [float(x) for x in model.interval_adjustment],
-                "validation_coverage": model.validation_coverage,
-            },
-            f"{SIDECAR}/calibration.json",
-        )
         if decision is not None:
             mlflow.log_dict(decision, "promotion_decision.json")
-        with tempfile.TemporaryDirectory() as folder:  # the forecasts run these without TensorFlow
-            weights = Path(folder) / NETWORK_WEIGHTS
-            weights.write_bytes(numpy_network.to_npz(numpy_network.weights_of(model.network)))
-            mlflow.log_artifact(str(weights), SIDECAR)
-        info = mlflow.keras.log_model(
-            model.network,
-            name="model",
-            signature=signature(hp),
-            registered_model_name=registered_model_name,
-            pip_requirements=pinned_requirements(),  # skips MLflow's inference: a subprocess re-importing TF
-        )
+        with tempfile.TemporaryDirectory() as folder:
+            sidecar = write_sidecar(model, Path(folder) / SIDECAR)
+            mlflow.log_artifacts(str(sidecar), SIDECAR)  # what the ticks load (numpy, no TensorFlow)
+            keras_model = mlflow.keras.log_model(  # kept for retraining and inspection, not registered
+                model.network,
+                name=KERAS_MODEL,
+                signature=signature(hp),
+                pip_requirements=pinned_requirements(),  # skips MLflow's inference: a subprocess re-importing TF
+            )
+            info = serving.log_pyfunc(sidecar, registered_model_name)
         version = str(info.registered_model_version)
         client = _client(tracking_uri)
         client.set_model_version_tag(registered_model_name, version, "trained_through", trained_through.isoformat())
         client.set_model_version_tag(registered_model_name, version, "run_id", run.info.run_id)
+        client.set_model_version_tag(registered_model_name, version, KERAS_MODEL_TAG, keras_model.model_uri)
         return ModelHandle(
             model_name=registered_model_name,
             version=version,
@@ -168,6 +165,46 @@ def _artifact_error(model_name: str, version: str, problem: str) -> ModelArtifac
     )
 
 
+def write_sidecar(model: ForecastModel, folder: Path) -> Path:
+    """The files a forecast needs around the network, and the network's weights for ``numpy_network``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    calibration = {
+        "interval_adjustment": [float(x) for x in model.interval_adjustment],
+        "validation_coverage": model.validation_coverage,
+    }
+    for name, content in (
+        ("hyperparameters.json", model.hp.as_params()),
+        ("name_scales.json", model.scaler.scales_),
+        ("calibration.json", calibration),
+        (NAME_IDS, {name: int(name_id) for name, name_id in model.name_ids.items()}),
+    ):
+        (folder / name).write_text(json.dumps(content, indent=2))
+    (folder / NETWORK_WEIGHTS).write_bytes(numpy_network.to_npz(numpy_network.weights_of(model.network)))
+    return folder
+
+
+def read_sidecar(folder: Path, network: Any | None = None) -> ForecastModel:
+    """A ``ForecastModel`` from ``write_sidecar``'s folder, its network run by numpy unless one is given.
+
+    The ticks (from the run's artifacts) and the served pyfunc (from its own) both load through here.
+    """
+
+    def stored(name: str) -> Any:
+        return json.loads((folder / name).read_text())
+
+    calibration = stored("calibration.json")
+    return ForecastModel(
+        network=network if network is not None else numpy_network.NumpyNetwork.from_npz(
+            (folder / NETWORK_WEIGHTS).read_bytes()
+        ),
+        hp=ModelHyperparameters(**stored("hyperparameters.json")),
+        scaler=NameScaler.from_scales(stored("name_scales.json")),
+        interval_adjustment=np.asarray(calibration["interval_adjustment"], dtype=np.float32),
+        validation_coverage=float(calibration["validation_coverage"]),
+        name_ids=stored(NAME_IDS) if (folder / NAME_IDS).exists() else {},  # absent in early versions
+    )
+
+
 @functools.lru_cache(maxsize=4)
 def load_forecast_model(tracking_uri: str, model_name: str, version: str) -> ForecastModel:
     """A registered version with its scales and calibration; loaded once per process and version.
@@ -181,33 +218,21 @@ def load_forecast_model(tracking_uri: str, model_name: str, version: str) -> For
     from mlflow.exceptions import MlflowException
 
     client = _client(tracking_uri)
-    run_id = client.get_model_version(model_name, version).run_id
+    model_version = client.get_model_version(model_name, version)
     try:
         with tempfile.TemporaryDirectory() as folder:
-            path = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"runs:/{run_id}/{SIDECAR}/{NETWORK_WEIGHTS}", dst_path=folder
+            sidecar = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"runs:/{model_version.run_id}/{SIDECAR}", dst_path=folder
+                )
             )
-            stored: bytes | None = Path(path).read_bytes()
-    except (MlflowException, OSError):
-        stored = None
-
-    def sidecar(name: str) -> Any:
-        return mlflow.artifacts.load_dict(f"runs:/{run_id}/{SIDECAR}/{name}")
-
-    try:
-        if stored is None:
-            custom_objects()  # registers the network's own layer and loss before Keras deserialises them
-            network: Any = mlflow.keras.load_model(f"models:/{model_name}/{version}")
-        else:
-            network = numpy_network.NumpyNetwork.from_npz(stored)
-        calibration = sidecar("calibration.json")
-        model = ForecastModel(
-            network=network,
-            hp=ModelHyperparameters(**sidecar("hyperparameters.json")),
-            scaler=NameScaler.from_scales(sidecar("name_scales.json")),
-            interval_adjustment=np.asarray(calibration["interval_adjustment"], dtype=np.float32),
-            validation_coverage=float(calibration["validation_coverage"]),
-        )
+            network: Any = None
+            if not (sidecar / NETWORK_WEIGHTS).exists():
+                custom_objects()  # registers the network's own layer and loss before Keras deserialises them
+                # Versions registered before the pyfunc are the Keras model itself; later ones name theirs.
+                keras_uri = (model_version.tags or {}).get(KERAS_MODEL_TAG, f"models:/{model_name}/{version}")
+                network = mlflow.keras.load_model(keras_uri)
+            model = read_sidecar(sidecar, network)
         model.check_usable()
     except (MlflowException, OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
         first_line = next(iter(str(error).splitlines()), "")
