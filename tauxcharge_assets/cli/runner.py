@@ -31,6 +31,12 @@ def ensure_elasticsearch() -> str:
 
 
 def dagster_instance() -> DagsterInstance:
+    ensure_dagster_home()
+    return DagsterInstance.get()
+
+
+def ensure_dagster_home() -> str:
+    """``DAGSTER_HOME``, or the project's own instance under the data folder (set in the environment)."""
     if not os.environ.get("DAGSTER_HOME"):
         home = data_dir() / "dagster_home"
         home.mkdir(parents=True, exist_ok=True)
@@ -38,7 +44,7 @@ def dagster_instance() -> DagsterInstance:
         if not settings.exists():  # the project's own local instance: no telemetry banner in a user's output
             settings.write_text("telemetry:\n  enabled: false\n")
         os.environ["DAGSTER_HOME"] = str(home)
-    return DagsterInstance.get()
+    return os.environ["DAGSTER_HOME"]
 
 
 def materialize_ticks(
