@@ -2,7 +2,7 @@
 # Both install what is missing first (.venv, the packages, the local Elasticsearch).
 PY := .venv/bin/python
 
-.PHONY: install install-bench demo test lint dev es-start es-stop es-status bench clean
+.PHONY: install install-bench demo test lint dev dashboard es-start es-stop es-status bench clean
 
 install:
 	@bash scripts/bootstrap.sh
@@ -22,6 +22,10 @@ lint: install
 
 dev: install
 	bash scripts/dagster_dev.sh
+
+# The dashboard page on http://127.0.0.1:8501 (`python -m tauxcharge_assets dashboard --help` for its options).
+dashboard: install
+	$(PY) -m tauxcharge_assets dashboard
 
 es-start: install
 	$(PY) -m tauxcharge_assets es start

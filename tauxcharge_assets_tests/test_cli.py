@@ -21,7 +21,7 @@ import pytest
 from tauxcharge_assets.cli import main as cli
 from tauxcharge_assets.cli.progress import Step
 
-COMMANDS = ("es", "simulate", "load-nab", "ingest", "demo", "backfill", "detect", "promote")
+COMMANDS = ("es", "simulate", "load-nab", "ingest", "demo", "backfill", "detect", "dashboard", "promote")
 SUBCOMMANDS = (("ingest", "csv"), ("ingest", "http"))
 HEAVY_MODULES = ("dagster", "tensorflow", "keras", "mlflow", "pandas", "elasticsearch")
 UNREACHABLE = "http://127.0.0.1:1"
@@ -206,6 +206,21 @@ def test_port_taken_by_something_else(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         result = run_cli("es", "start", "--port", str(port), env={"TAUXCHARGE_ES_HOME": str(tmp_path)})
     assert_one_line_failure(result, 1, f"Port {port}", "not Elasticsearch", "--port")
+
+
+def test_dashboard_on_a_taken_port_is_one_line() -> None:
+    with listening_socket() as taken:
+        port = taken.getsockname()[1]
+        result = run_cli("dashboard", "--port", str(port))
+    assert_one_line_failure(result, 2, f"127.0.0.1:{port}", "--port")
+
+
+def test_dashboard_serves_headless_on_localhost_without_usage_statistics() -> None:
+    command = cli.dashboard_command(8601, "127.0.0.1")
+    options = dict(zip(command[5::2], command[6::2], strict=True))
+    assert command[1:4] == ["-m", "streamlit", "run"] and Path(command[4]).is_file()
+    assert options["--server.address"] == "127.0.0.1" and options["--server.port"] == "8601"
+    assert options["--server.headless"] == "true" and options["--browser.gatherUsageStats"] == "false"
 
 
 # --- detect input ----------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Command line: ``python -m tauxcharge_assets es|simulate|load-nab|ingest|demo|backfill|detect|promote``.
+"""Command line: ``python -m tauxcharge_assets es|simulate|load-nab|ingest|demo|backfill|detect|dashboard|promote``.
 
 Parsing imports nothing heavy (no Dagster, TensorFlow, MLflow or pandas), so ``--help`` answers at
 once: each command imports what it needs when it runs. Expected failures print one line and exit
@@ -503,6 +503,34 @@ def _detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def dashboard_command(port: int, address: str) -> list[str]:
+    """``streamlit run`` of the page, headless, bound to ``address`` only, without Streamlit's usage statistics."""
+    app = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+    return [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port),
+            "--server.address", address, "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--global.showWarningOnDirectExecution", "false"]  # fmt: skip
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from tauxcharge_assets.cli.runner import ensure_dagster_home, ensure_elasticsearch
+
+    with socket.socket() as probe:  # a port in use is one line here, not Streamlit's traceback later
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((args.address, args.port))
+        except OSError as error:
+            raise UserFacingError(
+                f"Cannot serve the dashboard on {args.address}:{args.port} ({error.strerror}): choose another --port.",
+                EXIT_USAGE,
+            ) from None
+    ensure_elasticsearch()
+    ensure_dagster_home()
+    print(f"dashboard on http://{args.address}:{args.port} (Ctrl-C stops it)", flush=True)
+    return subprocess.call(dashboard_command(args.port, args.address))
+
+
 def _promote(args: argparse.Namespace) -> int:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -748,6 +776,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     detect.add_argument(
         "--pretrain-days", type=_positive_float, default=7.0, help="days of each simulated pre-training series"
+    )
+
+    dashboard = command(
+        "dashboard",
+        "serve the dashboard page (name explorer, current anomalies, capacity, pipeline health) with Streamlit",
+        _dashboard,
+    )
+    dashboard.add_argument("--port", type=_port, default=8501, help="HTTP port of the page")
+    dashboard.add_argument(
+        "--address", default="127.0.0.1", help="address to listen on (0.0.0.0 shares it with the network)"
     )
 
     promote = command(

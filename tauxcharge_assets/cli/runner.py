@@ -49,14 +49,20 @@ def dagster_instance() -> DagsterInstance:
     creates the sqlite tables when they are missing, and two commands started together in a fresh data
     folder both created them: "table runs already exists" (test_concurrency, two ticks or two backfills at once)."""
     with _exclusive(data_dir() / ".dagster_instance.lock"):
-        if not os.environ.get("DAGSTER_HOME"):
-            home = data_dir() / "dagster_home"
-            home.mkdir(parents=True, exist_ok=True)
-            settings = home / "dagster.yaml"
-            if not settings.exists():  # the project's own local instance: no telemetry banner in a user's output
-                settings.write_text("telemetry:\n  enabled: false\n")
-            os.environ["DAGSTER_HOME"] = str(home)
+        ensure_dagster_home()
         return DagsterInstance.get()
+
+
+def ensure_dagster_home() -> str:
+    """``DAGSTER_HOME``, or the project's own instance under the data folder (set in the environment)."""
+    if not os.environ.get("DAGSTER_HOME"):
+        home = data_dir() / "dagster_home"
+        home.mkdir(parents=True, exist_ok=True)
+        settings = home / "dagster.yaml"
+        if not settings.exists():  # the project's own local instance: no telemetry banner in a user's output
+            settings.write_text("telemetry:\n  enabled: false\n")
+        os.environ["DAGSTER_HOME"] = str(home)
+    return os.environ["DAGSTER_HOME"]
 
 
 def materialize_ticks(

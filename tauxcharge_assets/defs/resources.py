@@ -166,6 +166,10 @@ class MlflowResource(ConfigurableResource):
         """A registered version with its scales and calibration (cached per process and version)."""
         return registry.load_forecast_model(self.tracking_uri, self.registered_model_name, version)
 
+    def version_metrics(self, version: str) -> dict[str, float]:
+        """The metrics logged by the run that trained ``version`` (its backtest and the baselines')."""
+        return registry.version_metrics(self.tracking_uri, self.registered_model_name, version)
+
     def promote(self, version: str) -> None:
         """Point the ``champion`` alias at ``version``, once it loads the way a tick loads it: a version whose
         files are damaged or do not fit the code raises ``ModelArtifactError`` and the alias stays put."""

@@ -250,6 +250,13 @@ def champion_version(tracking_uri: str, registered_model_name: str) -> str | Non
         return None
 
 
+def version_metrics(tracking_uri: str, registered_model_name: str, version: str) -> dict[str, float]:
+    """The metrics of the run that trained ``version``: its backtest beside the baselines (``backtest_*``)."""
+    client = _client(tracking_uri)
+    run_id = client.get_model_version(registered_model_name, version).run_id
+    return dict(client.get_run(run_id).data.metrics) if run_id else {}
+
+
 def promote(tracking_uri: str, registered_model_name: str, version: str) -> None:
     _client(tracking_uri).set_registered_model_alias(registered_model_name, CHAMPION_ALIAS, version)
 

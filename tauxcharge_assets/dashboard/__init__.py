@@ -1,0 +1,1 @@
+"""The dashboard page: its data (``data.py``) and its Streamlit layout (``app.py``)."""
