@@ -87,10 +87,10 @@ def tick_forecasts(served: Served, request: pd.DataFrame, issued_at: pd.Timestam
     es_ids = {**served.trained_ids, UNSEEN: max(served.trained_ids.values()) + 1}
     sequences = build_sequences(cleaned, es_ids)
     model = served.mlflow.load_model(served.version)
-    batch = model.batch_for(
+    quantiles, methods = model.forecast_tick(
         sequences.names, sequences.name_ids, sequences.values, sequences.mask, sequences.next_timestamp
     )
-    frame = forecast_frame(sequences, model.predict_quantiles(batch), "", "", "")
+    frame = forecast_frame(sequences, quantiles, "", "", "", methods)
     return frame[list(OUTPUT_COLUMNS)].reset_index(drop=True)
 
 
@@ -100,6 +100,7 @@ def assert_same_forecasts(answer: pd.DataFrame, expected: pd.DataFrame) -> None:
     for column in ("issued_at", "target_timestamp"):
         assert pd.to_datetime(answer[column], utc=True).tolist() == expected[column].tolist(), column
     assert answer["horizon_steps"].astype(int).tolist() == expected["horizon_steps"].astype(int).tolist()
+    assert answer["method"].tolist() == expected["method"].tolist()
     for column in ("lower", "value", "upper"):
         np.testing.assert_allclose(answer[column].to_numpy(float), expected[column].to_numpy(float), rtol=0, atol=1e-9)
 

@@ -38,7 +38,7 @@ from tauxcharge_assets.settings import STEP_MINUTES, WINDOW_STEPS, to_utc
 
 ARTIFACT = "forecaster"  # the pyfunc's artifact: ``registry.write_sidecar``'s folder
 INPUT_COLUMNS = ("name", "timestamp", "value")
-OUTPUT_COLUMNS = ("name", "issued_at", "target_timestamp", "horizon_steps", "lower", "value", "upper")
+OUTPUT_COLUMNS = ("name", "issued_at", "target_timestamp", "horizon_steps", "lower", "value", "upper", "method")
 PACKAGE = Path(__file__).resolve().parents[1]  # tauxcharge_assets: the input preparation, carried as code
 # What the package imports on the serving path (``--env-manager virtualenv`` installs these; ``local`` uses
 # the current environment, where the package itself is installed too).
@@ -57,6 +57,7 @@ SIGNATURE = ModelSignature(
             ColSpec("double", "lower"),
             ColSpec("double", "value"),
             ColSpec("double", "upper"),
+            ColSpec("string", "method"),  # lstm, or naive for a window too sparse (as in a tick)
         ]
     ),
     params=ParamSchema([ParamSpec("issued_at", "string", "")]),
@@ -85,10 +86,10 @@ def forecast_recent(
     end = issue_time(recent, issued_at)
     start = end - pd.Timedelta(minutes=STEP_MINUTES * WINDOW_STEPS)
     sequences = build_sequences(clean_series(recent[list(INPUT_COLUMNS)], start, end, rules), model.name_ids)
-    batch = model.batch_for(
+    quantiles, methods = model.forecast_tick(
         sequences.names, sequences.name_ids, sequences.values, sequences.mask, sequences.next_timestamp
     )
-    frame = forecast_frame(sequences, model.predict_quantiles(batch), "", "", "")
+    frame = forecast_frame(sequences, quantiles, "", "", "", methods)
     return frame[list(OUTPUT_COLUMNS)].astype({"horizon_steps": np.int64})
 
 
