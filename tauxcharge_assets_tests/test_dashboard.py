@@ -13,12 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,6 +37,7 @@ from tauxcharge_assets.model import backtest
 from tauxcharge_assets.model.forecast_documents import forecast_documents
 from tauxcharge_assets.model.promotion import CHALLENGER
 from tauxcharge_assets.model.training import backtest_metrics
+from tauxcharge_assets_tests.services import free_port, server_process
 from tauxcharge_assets_tests.test_promises_checks import StubModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -261,38 +257,14 @@ def test_the_data_functions_read_what_the_world_holds(world: World) -> None:
 # --- the page in headless Chromium ----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def dashboard(world: World, tmp_path: Path) -> Iterator[str]:
     """The README's command in its own process group, until the test ends."""
     port = free_port()
-    log = (tmp_path / "dashboard.log").open("w")
-    process = subprocess.Popen([sys.executable, "-m", "tauxcharge_assets", "dashboard", "--port", str(port)],
-                               cwd=ROOT, env=world.env, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)  # fmt: skip
+    command = [sys.executable, "-m", "tauxcharge_assets", "dashboard", "--port", str(port)]
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert process.poll() is None, (tmp_path / "dashboard.log").read_text()
-            assert time.monotonic() < deadline, (tmp_path / "dashboard.log").read_text()
-            time.sleep(0.5)
+    with server_process(command, f"{url}/_stcore/health", tmp_path / "dashboard.log", 90, env=world.env, cwd=ROOT):
         yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-        log.close()
 
 
 @pytest.fixture

@@ -250,13 +250,13 @@ def test_a_tick_rides_out_restarts_during_its_read_and_its_bulk_write(
             _restart_later(fault_server)
         return search_page(client_, body, pit)  # type: ignore[arg-type]
 
-    def write_during_restart(client_: Elasticsearch, index: str, chunk: list, retries: int) -> tuple:
+    def write_during_restart(client_: Elasticsearch, index: str, chunk: list, *rest: object) -> tuple:
         if faults == ["read"] and index == es.indices.forecasts:
             faults.append("write")
             while _restarts:
                 _restarts.pop().join(timeout=180)
             _restart_later(fault_server)
-        return send_chunk(client_, index, chunk, retries)
+        return send_chunk(client_, index, chunk, *rest)
 
     monkeypatch.setattr(bulk, "_search_page", read_during_restart)
     monkeypatch.setattr(bulk, "_send_chunk", write_during_restart)

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -34,7 +32,7 @@ from tauxcharge_assets.model import network as lstm
 from tauxcharge_assets.model.forecast_documents import forecast_frame
 from tauxcharge_assets.model.forecaster import series_from_frame, train_forecast_model
 from tauxcharge_assets.model.serving import OUTPUT_COLUMNS
-from tauxcharge_assets_tests.services import free_port
+from tauxcharge_assets_tests.services import free_port, server_process
 
 HP = lstm.ModelHyperparameters(epochs=1, lstm_units=8, dense_units=8, sample_stride=24)
 END = pd.Timestamp("2026-03-02T12:00", tz="UTC")
@@ -160,32 +158,11 @@ def model_server(served: Served, tmp_path: Path) -> Iterator[str]:
     scripts = Path(sys.executable).parent  # the environment's `mlflow`, and the `uvicorn` it runs by name
     env = {**os.environ, "MLFLOW_TRACKING_URI": served.mlflow.tracking_uri,
            "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
-    log = (tmp_path / "serve.log").open("w")
     command = [str(scripts / "mlflow"), "models", "serve", "-m", served.champion_uri,
                "--env-manager", "local", "-p", str(port), "--host", "127.0.0.1"]  # fmt: skip
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVE_STARTUP_S
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=5) as answer:
-                    if answer.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the model server did not start:\n{(tmp_path / 'serve.log').read_text()[-3000:]}")
-            time.sleep(1)
+    with server_process(command, f"{url}/ping", tmp_path / "serve.log", SERVE_STARTUP_S, env=env):
         yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=20)
-        log.close()
 
 
 def test_mlflow_models_serve_answers_the_in_process_forecasts(served: Served, model_server: str) -> None:

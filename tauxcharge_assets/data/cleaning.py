@@ -60,18 +60,19 @@ def clean_series(
     return clean_window(add_documents(window, from_frame(raw)), rules)
 
 
-def duplicate_winners(window: RollingWindow, selected: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per cell holding several numeric documents (``selected`` of ``extra``): (row, column, value) rule 5 keeps."""
+def kept_duplicates(window: RollingWindow, rules: CleaningRules) -> tuple[np.ndarray, np.ndarray]:
+    """Rule 5 on the cells holding several numeric documents: (cells, kept), ``cells`` sorted (as
+    ``row * names + column``) and ``kept`` the index into ``window.extra`` of each cell's kept document."""
     n = max(1, len(window.names))
-    slot, column = window.extra["slot"][selected], window.extra["column"][selected]
-    value, ingested = window.extra["value"][selected], window.extra["ingested"][selected]
-    if not len(value):
-        return np.empty(0, np.int64), np.empty(0, np.int64), value
-    cells = (slot - window.start_slot) * n + column
-    order = np.lexsort((value, ingested, cells))  # last of each cell: latest arrival, then largest value
+    selected = np.flatnonzero(in_range(window.extra["value"], rules))
+    if not len(selected):
+        return np.empty(0, np.int64), selected
+    cells = (window.extra["slot"][selected] - window.start_slot) * n + window.extra["column"][selected]
+    # the last of each cell: latest arrival, then largest value
+    order = np.lexsort((window.extra["value"][selected], window.extra["ingested"][selected], cells))
     ordered = cells[order]
-    chosen = order[np.r_[ordered[1:] != ordered[:-1], True]]
-    return cells[chosen] // n, cells[chosen] % n, value[chosen]
+    last = order[np.r_[ordered[1:] != ordered[:-1], True]]
+    return cells[last], selected[last]
 
 
 def in_range(values: np.ndarray, rules: CleaningRules) -> np.ndarray:
@@ -100,8 +101,9 @@ def clean_window(window: RollingWindow, rules: CleaningRules | None = None) -> C
     dense_valid = (window.count == 1) & in_range(window.value, rules)
     extra_in_range = in_range(window.extra["value"], rules)
     values = np.where(dense_valid, window.value, np.nan)
-    rows, columns, winners = duplicate_winners(window, extra_in_range)
-    values[rows, columns] = winners
+    cells, kept = kept_duplicates(window, rules)
+    n = max(1, len(window.names))
+    values[cells // n, cells % n] = window.extra["value"][kept]
     order = np.argsort(window.names.astype(str), kind="stable") if len(window.names) else np.empty(0, np.int64)
     values = np.ascontiguousarray(values[:, order])
     observed = ~np.isnan(values)
@@ -110,7 +112,7 @@ def clean_window(window: RollingWindow, rules: CleaningRules | None = None) -> C
     names = pd.Index(window.names[order], dtype=object, name="name")
     counts = {
         **value_counts(window, rules),
-        "duplicates": int(extra_in_range.sum()) - len(winners),
+        "duplicates": int(extra_in_range.sum()) - len(kept),
         "grid_points": int(observed.size),
         "observed_points": int(observed.sum()),
         "interpolated": interpolated,

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from elasticsearch import Elasticsearch
 
-from tauxcharge_assets.data.cleaning import CleaningRules, in_range
+from tauxcharge_assets.data.cleaning import CleaningRules, in_range, kept_duplicates
 from tauxcharge_assets.data.documents import DOC_VALUE_FIELDS, NAT, DocumentBatch, from_doc_values
 from tauxcharge_assets.elastic.bulk import deterministic_id, scan_pages
 from tauxcharge_assets.elastic.queries import _iso
@@ -74,17 +74,8 @@ def _missing(field: str) -> dict[str, Any]:
 
 def _duplicate_cells(window: RollingWindow, rules: CleaningRules) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cells (as row * names + column) holding several valid documents, with the kept one's arrival and value."""
-    n = max(1, len(window.names))
-    selected = in_range(window.extra["value"], rules)
-    slot, column = window.extra["slot"][selected], window.extra["column"][selected]
-    value, ingested = window.extra["value"][selected], window.extra["ingested"][selected]
-    cells = (slot - window.start_slot) * n + column
-    if not len(cells):
-        return cells, ingested, value
-    order = np.lexsort((value, ingested, cells))  # the last of each cell is the one the cleaning keeps
-    ordered = cells[order]
-    last = order[np.r_[ordered[1:] != ordered[:-1], True]]
-    return cells[last], ingested[last], value[last]
+    cells, kept = kept_duplicates(window, rules)
+    return cells, window.extra["ingested"][kept], window.extra["value"][kept]
 
 
 def suspects_query(

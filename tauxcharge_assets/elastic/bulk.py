@@ -404,10 +404,7 @@ def _bulk(
         for chunk in _chunks(documents, chunk_size):
             if len(in_flight) >= max(1, parallel):
                 collect(in_flight.pop(0))
-            if verb == "index":  # the plain call: tests/test_faults.py wraps _send_chunk with these four arguments
-                in_flight.append(pool.submit(_send_chunk, client, index, chunk, max_retries))
-            else:
-                in_flight.append(pool.submit(_send_chunk, client, index, chunk, max_retries, verb))
+            in_flight.append(pool.submit(_send_chunk, client, index, chunk, max_retries, verb))
         for future in in_flight:
             collect(future)
     return written, refused
