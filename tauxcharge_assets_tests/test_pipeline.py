@@ -4,6 +4,8 @@ Live ticks run partition by partition while documents keep arriving (some of the
 backfill of the same partitions must reproduce them exactly and write no duplicate.
 """
 
+import pickle
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -15,18 +17,20 @@ import pandas as pd
 import pytest
 from dagster import AssetKey, DagsterInstance, FilesystemIOManager, SkipReason, build_sensor_context, materialize
 
-from tauxcharge_assets.cli.runner import QUIET
+from tauxcharge_assets.cli.runner import QUIET, materialize_range
 from tauxcharge_assets.data.simulator import SimulationSpec, simulate
 from tauxcharge_assets.definitions import ALL_ASSETS, ALL_CHECKS
 from tauxcharge_assets.defs.model.jobs import MODEL_ASSETS
 from tauxcharge_assets.defs.model.sensors import retrain_sensor
 from tauxcharge_assets.defs.model.tuning import hyperparameter_search
+from tauxcharge_assets.defs.io_manager import RetainedFilesystemIOManager
 from tauxcharge_assets.defs.partitions import partition_key_ending_at
 from tauxcharge_assets.defs.resources import AlertWebhookResource, ElasticsearchResource, MlflowResource
 from tauxcharge_assets.defs.serving.jobs import TICK_ASSETS
 from tauxcharge_assets.elastic.bulk import bulk_write, scan_pit
 from tauxcharge_assets.elastic.queries import count_documents, fetch_raw_metrics
 from tauxcharge_assets.model.registry import champion_version, latest_version, promote
+from tauxcharge_assets.settings import data_dir
 from tauxcharge_assets_tests.test_promises_checks import step_outcomes
 
 STEP = pd.Timedelta(minutes=5)
@@ -145,6 +149,45 @@ def test_backfill_equals_the_live_runs_and_writes_no_duplicate(pipeline: Pipelin
         pd.testing.assert_frame_equal(result.output_for_node("anomaly_report"), pipeline.live_reports[key])
     after = {kind: count_documents(client, getattr(pipeline.es.indices, kind)) for kind in ("forecasts", "anomalies")}
     assert after == counts
+
+
+def _documents(pipeline: Pipeline) -> dict[str, dict[str, dict]]:
+    """Every document the ticks write, by index pattern and id (sources compared whole)."""
+    client, names = pipeline.es.get_client(), pipeline.es.indices
+    patterns = [names.forecasts, names.anomalies, names.detector_state, f"{names.quarantine}-*"]
+    client.indices.refresh(index=",".join(patterns), allow_no_indices=True, ignore_unavailable=True)
+    return {
+        pattern: {hit["_id"]: hit["_source"] for hit in scan_pit(client, pattern, {"match_all": {}})}
+        for pattern in patterns
+    }
+
+
+def test_a_single_run_backfill_of_the_range_equals_the_per_partition_runs(pipeline: Pipeline, tmp_path) -> None:
+    """One Dagster run over the four partitions (``BackfillPolicy.single_run``, as the UI launches a backfill)
+    writes exactly the documents, ids and anomalies of the per-partition runs, from no stored state at all."""
+    before = _documents(pipeline)
+    assert before[pipeline.es.indices.forecasts] and before[pipeline.es.indices.anomalies]
+    for folder in ("rolling_window", "forecast_window", "detector_state"):  # a fresh worker: nothing kept
+        shutil.rmtree(data_dir() / folder, ignore_errors=True)
+    storage = tmp_path / "storage"
+    resources = {**pipeline.resources, "io_manager": RetainedFilesystemIOManager(base_dir=str(storage))}
+    instance = DagsterInstance.ephemeral()
+    run_id = materialize_range(pipeline.keys[0], pipeline.keys[-1], resources, instance)
+    assert [run.run_id for run in instance.get_runs()] == [run_id]  # one run for the whole range
+    assert _documents(pipeline) == before
+    for key in pipeline.keys:  # every partition's stored output, as a single partition's run loads it
+        with (storage / "forecasts" / key).open("rb") as handle:
+            pd.testing.assert_frame_equal(pickle.load(handle), pipeline.live_forecasts[key])
+        with (storage / "anomaly_report" / key).open("rb") as handle:
+            pd.testing.assert_frame_equal(pickle.load(handle), pipeline.live_reports[key])
+    events = instance.get_records_for_run(run_id).records
+    materialized = [
+        (e.event_log_entry.dagster_event.asset_key.path[0], e.event_log_entry.dagster_event.partition)
+        for e in events
+        if e.event_log_entry.dagster_event and e.event_log_entry.dagster_event.event_type_value == "ASSET_MATERIALIZATION"
+    ]
+    assert sorted(k for a, k in materialized if a == "anomaly_report") == sorted(pipeline.keys)
+    assert not list((data_dir() / "spill").glob("*"))  # the range's spill files were all moved into place
 
 
 def test_forecasts_kept_between_ticks_give_the_report_an_elasticsearch_read_gives(pipeline: Pipeline) -> None:

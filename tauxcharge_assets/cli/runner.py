@@ -22,6 +22,8 @@ from tauxcharge_assets.elastic import server
 from tauxcharge_assets.settings import data_dir
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The tags with which Dagster itself marks a run over a partition range (a single-run backfill).
+RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
 def ensure_elasticsearch() -> str:
@@ -85,6 +87,28 @@ def materialize_ticks(
         assert result.success, f"tick {key} failed"
         if progress is not None:
             progress(key)
+
+
+def materialize_range(
+    first: str,
+    last: str,
+    resources: dict[str, object],
+    instance: DagsterInstance | None = None,
+    run_config: dict | None = None,
+) -> str:
+    """The tick assets over the partitions ``first`` .. ``last`` in one run, as a single-run backfill
+    launched from the UI runs them (``defs.ranges``); returns the run id."""
+    result = materialize(
+        [*ALL_ASSETS, *ALL_CHECKS],
+        selection=TICK_ASSETS,
+        resources=resources,
+        instance=instance,
+        run_config=QUIET if run_config is None else run_config,
+        tags={RANGE_START_TAG: first, RANGE_END_TAG: last},
+        raise_on_error=True,
+    )
+    assert result.success, f"the run over {first} .. {last} failed"
+    return result.run_id
 
 
 def train(

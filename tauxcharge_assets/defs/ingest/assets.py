@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import pandas as pd
 from dagster import (
     AssetExecutionContext,
+    AssetIn,
+    BackfillPolicy,
     Config,
     Failure,
     MetadataValue,
@@ -19,14 +21,16 @@ from dagster import (
     TableSchema,
     asset,
 )
+from elasticsearch import Elasticsearch
 from pydantic import Field
 
 from tauxcharge_assets.data import cleaning, quarantine
 from tauxcharge_assets.data.cleaning import CleanedSeries, CleaningRules, clean_window, value_counts
 from tauxcharge_assets.defs.partitions import tick_partitions, tick_window
+from tauxcharge_assets.defs.ranges import for_each_partition, one_or_range
 from tauxcharge_assets.defs.resources import TICK_RETRY_POLICY, ElasticsearchResource, unavailable_as_failure
 from tauxcharge_assets.elastic.bulk import bulk_write
-from tauxcharge_assets.elastic.indices import drop_expired_daily
+from tauxcharge_assets.elastic.indices import IndexNames, drop_expired_daily
 from tauxcharge_assets.elastic.queries import count_documents, count_malformed_timestamps
 from tauxcharge_assets.window.incremental import ElasticsearchReader, update_window
 from tauxcharge_assets.window.rolling import RollingWindow
@@ -44,8 +48,12 @@ class RawExtract:
     documents: int  # documents in the 24 h window, as of its end
     invalid_values: int  # of them, values that are not a number in the default range
     newest_timestamp: pd.Timestamp | None
+    # In a range run the window travels with the summary: the store keeps only the last few windows.
+    carried_window: RollingWindow | None = None
 
     def window(self) -> RollingWindow:
+        if self.carried_window is not None:
+            return self.carried_window
         stored = WindowStore.for_index(self.index).load(self.window_end)
         if stored is None:
             raise Failure(
@@ -63,51 +71,70 @@ class ExtractConfig(Config):
     max_gap_ticks: int = Field(default=12, description="How many ticks back the previous window may end")
 
 
-@asset(retry_policy=TICK_RETRY_POLICY, partitions_def=tick_partitions, group_name="ingest", kinds={"elasticsearch"})
+@asset(
+    retry_policy=TICK_RETRY_POLICY,
+    partitions_def=tick_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    group_name="ingest",
+    kinds={"elasticsearch"},
+)
 def raw_es_extract(
     context: AssetExecutionContext, config: ExtractConfig, elasticsearch: ElasticsearchResource
-) -> Output[RawExtract]:
+) -> Output:
     """The metric documents of the 24 h before the partition's end, exactly as they stood then."""
     with unavailable_as_failure():
-        window_bounds = tick_window(context.partition_key)
         client = elasticsearch.get_client()
         index = elasticsearch.indices.metrics
-        window, report = update_window(
-            ElasticsearchReader(client, index),
-            window_bounds.end,
-            WindowStore.for_index(index),
-            incremental=config.incremental,
-            overlap_minutes=config.overlap_minutes,
-            max_gap=config.max_gap_ticks,
+        malformed = count_malformed_timestamps(client, index)
+        carry = len(context.partition_keys) > 1
+        return for_each_partition(
+            context,
+            lambda key, _last: _extract(key, config, client, index, malformed, carry),
+            totals=("documents_read",),
         )
-        counts = value_counts(window, CleaningRules())
-        extract = RawExtract(
-            index=index,
-            window_end=window.end,
-            mode=report.mode,
-            documents_read=report.documents_read,
-            documents=counts["documents"],
-            invalid_values=counts["non_numeric"] + counts["out_of_range"],
-            newest_timestamp=window.newest_timestamp,
-        )
-        return Output(
-            extract,
-            metadata={
-                "read": report.mode,
-                "why": report.reason,
-                "documents_read": report.documents_read,
-                "documents_added": report.documents_added,
-                "read_seconds": round(report.seconds, 3),
-                "documents": extract.documents,
-                "names": len(window.names),
-                "window_start": window.start.isoformat(),
-                "window_end": window.end.isoformat(),
-                "as_of": window_bounds.as_of.isoformat(),
-                "newest_timestamp": extract.newest_timestamp.isoformat() if extract.newest_timestamp else "none",
-                "stored_window_bytes": window.nbytes(),
-                "index_documents_with_malformed_timestamp": count_malformed_timestamps(client, index),
-            },
-        )
+
+
+def _extract(
+    partition_key: str, config: ExtractConfig, client: Elasticsearch, index: str, malformed: int, carry: bool
+) -> Output[RawExtract]:
+    window_bounds = tick_window(partition_key)
+    window, report = update_window(
+        ElasticsearchReader(client, index),
+        window_bounds.end,
+        WindowStore.for_index(index),
+        incremental=config.incremental,
+        overlap_minutes=config.overlap_minutes,
+        max_gap=config.max_gap_ticks,
+    )
+    counts = value_counts(window, CleaningRules())
+    extract = RawExtract(
+        index=index,
+        window_end=window.end,
+        mode=report.mode,
+        documents_read=report.documents_read,
+        documents=counts["documents"],
+        invalid_values=counts["non_numeric"] + counts["out_of_range"],
+        newest_timestamp=window.newest_timestamp,
+        carried_window=window if carry else None,
+    )
+    return Output(
+        extract,
+        metadata={
+            "read": report.mode,
+            "why": report.reason,
+            "documents_read": report.documents_read,
+            "documents_added": report.documents_added,
+            "read_seconds": round(report.seconds, 3),
+            "documents": extract.documents,
+            "names": len(window.names),
+            "window_start": window.start.isoformat(),
+            "window_end": window.end.isoformat(),
+            "as_of": window_bounds.as_of.isoformat(),
+            "newest_timestamp": extract.newest_timestamp.isoformat() if extract.newest_timestamp else "none",
+            "stored_window_bytes": window.nbytes(),
+            "index_documents_with_malformed_timestamp": malformed,
+        },
+    )
 
 
 class CleaningConfig(Config):
@@ -116,10 +143,21 @@ class CleaningConfig(Config):
     max_gap_fill: int = 3
 
 
-@asset(retry_policy=TICK_RETRY_POLICY, partitions_def=tick_partitions, group_name="ingest", kinds={"pandas"})
-def cleaned_series(config: CleaningConfig, raw_es_extract: RawExtract) -> Output[CleanedSeries]:
+@asset(
+    retry_policy=TICK_RETRY_POLICY,
+    partitions_def=tick_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    group_name="ingest",
+    kinds={"pandas"},
+    ins={"raw_es_extract": AssetIn(dagster_type=one_or_range(RawExtract))},
+)
+def cleaned_series(context: AssetExecutionContext, config: CleaningConfig, raw_es_extract: RawExtract) -> Output:
     """Every name on the 5-minute grid; each rule's effect is counted in the metadata."""
     rules = CleaningRules(config.value_min, config.value_max, config.max_gap_fill)
+    return for_each_partition(context, lambda _key, _last, raw: _clean(rules, raw), raw_es_extract)
+
+
+def _clean(rules: CleaningRules, raw_es_extract: RawExtract) -> Output[CleanedSeries]:
     cleaned = clean_window(raw_es_extract.window(), rules)
     observed_share = cleaned.observed.mean(axis=0)
     return Output(
@@ -163,57 +201,87 @@ _WITHOUT_ANY_TIME = {"bool": {"must_not": [{"exists": {"field": "timestamp"}}, {
 _TABLE = TableSchema(columns=[TableColumn(key, "string") for key in ("name", "reason", "detail", "document_id")])
 
 
-@asset(retry_policy=TICK_RETRY_POLICY, partitions_def=tick_partitions, group_name="ingest", kinds={"elasticsearch"})
+@asset(
+    retry_policy=TICK_RETRY_POLICY,
+    partitions_def=tick_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    group_name="ingest",
+    kinds={"elasticsearch"},
+    ins={
+        "raw_es_extract": AssetIn(dagster_type=one_or_range(RawExtract)),
+        "cleaned_series": AssetIn(dagster_type=one_or_range(CleanedSeries)),
+    },
+)
 def quarantined_documents(
     context: AssetExecutionContext,
     config: QuarantineConfig,
     elasticsearch: ElasticsearchResource,
     raw_es_extract: RawExtract,
     cleaned_series: CleanedSeries,
-) -> Output[QuarantineSummary]:
+) -> Output:
     """Every bad document that arrived in the partition's 5 minutes, by id and reason, in a quarantine index.
 
     Beside the tick, not before it: a bad collector must not stop the forecasts of every other name
     (the cleaning already drops or rewrites what is bad); the check on this asset raises the alarm.
     """
     with unavailable_as_failure():
-        bounds = tick_window(context.partition_key)
         client = elasticsearch.get_client()
-        names = elasticsearch.indices
-        window, rules = raw_es_extract.window(), cleaned_series.rules
-        query = quarantine.suspects_query(window, rules, bounds.start, bounds.end)
-        arrivals = quarantine.read_suspects(client, names.metrics, query)
-        listed = quarantine.entries(arrivals, window, rules, names.metrics, context.partition_key)
-        index = names.daily(names.quarantine, bounds.start)
-        if listed:
-            bulk_write(client, index, listed)
-        summary = QuarantineSummary(
-            index=index,
-            arrived=count_documents(client, names.metrics, quarantine.arrivals_query(bounds.start, bounds.end)),
-            by_reason=quarantine.count_by_reason(listed),
-            max_rejected_share=config.max_rejected_share,
+        without_any_time = count_documents(client, elasticsearch.indices.metrics, _WITHOUT_ANY_TIME)
+        return for_each_partition(
+            context,
+            lambda key, _last, raw, cleaned: _quarantine(
+                key, config, client, elasticsearch.indices, raw, cleaned, without_any_time
+            ),
+            raw_es_extract,
+            cleaned_series,
+            totals=("arrived", "quarantined", "rejected"),
         )
-        expired = drop_expired_daily(client, names.quarantine, bounds.start, config.retention_days)
-        by_name = pd.Series([entry["name"] or "(no name)" for _, entry in listed], dtype=object).value_counts()
-        return Output(
-            summary,
-            metadata={
-                "arrived": summary.arrived,
-                "quarantined": len(listed),
-                "rejected": summary.rejected,
-                "rejected_share": summary.rejected_share,
-                **{f"count_{reason}": count for reason, count in summary.by_reason.items()},
-                "index": index,
-                "expired_indices": ", ".join(expired) or "none",
-                "names_most_quarantined": ", ".join(f"{name} ({n})" for name, n in by_name.head(10).items()) or "none",
-                "index_documents_without_any_time": count_documents(client, names.metrics, _WITHOUT_ANY_TIME),
-                "first_entries": MetadataValue.table(
-                    [
-                        TableRecord({key: str(entry[key]) for key in ("name", "reason", "detail", "document_id")})
-                        for _, entry in listed[:20]
-                    ],
-                    schema=_TABLE,
-                ),
-                "reasons": MetadataValue.md(quarantine.__doc__ or ""),
-            },
-        )
+
+
+def _quarantine(
+    partition_key: str,
+    config: QuarantineConfig,
+    client: Elasticsearch,
+    names: IndexNames,
+    raw_es_extract: RawExtract,
+    cleaned_series: CleanedSeries,
+    without_any_time: int,
+) -> Output[QuarantineSummary]:
+    bounds = tick_window(partition_key)
+    window, rules = raw_es_extract.window(), cleaned_series.rules
+    query = quarantine.suspects_query(window, rules, bounds.start, bounds.end)
+    arrivals = quarantine.read_suspects(client, names.metrics, query)
+    listed = quarantine.entries(arrivals, window, rules, names.metrics, partition_key)
+    index = names.daily(names.quarantine, bounds.start)
+    if listed:
+        bulk_write(client, index, listed)
+    summary = QuarantineSummary(
+        index=index,
+        arrived=count_documents(client, names.metrics, quarantine.arrivals_query(bounds.start, bounds.end)),
+        by_reason=quarantine.count_by_reason(listed),
+        max_rejected_share=config.max_rejected_share,
+    )
+    expired = drop_expired_daily(client, names.quarantine, bounds.start, config.retention_days)
+    by_name = pd.Series([entry["name"] or "(no name)" for _, entry in listed], dtype=object).value_counts()
+    return Output(
+        summary,
+        metadata={
+            "arrived": summary.arrived,
+            "quarantined": len(listed),
+            "rejected": summary.rejected,
+            "rejected_share": summary.rejected_share,
+            **{f"count_{reason}": count for reason, count in summary.by_reason.items()},
+            "index": index,
+            "expired_indices": ", ".join(expired) or "none",
+            "names_most_quarantined": ", ".join(f"{name} ({n})" for name, n in by_name.head(10).items()) or "none",
+            "index_documents_without_any_time": without_any_time,
+            "first_entries": MetadataValue.table(
+                [
+                    TableRecord({key: str(entry[key]) for key in ("name", "reason", "detail", "document_id")})
+                    for _, entry in listed[:20]
+                ],
+                schema=_TABLE,
+            ),
+            "reasons": MetadataValue.md(quarantine.__doc__ or ""),
+        },
+    )

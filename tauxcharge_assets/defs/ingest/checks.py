@@ -1,10 +1,13 @@
 """Data-quality gates of the ingest stage. Blocking checks stop the downstream assets of the same run when they fail.
 
 Each check is a plain function of the asset's value (tested on small frames) wrapped in an
-``asset_check``; thresholds live in ``QualityThresholds`` so the description and the code agree.
+``asset_check`` that applies it to every partition of the run (``defs.ranges.check_each_partition``: an
+input is one value, or a range's ``LazyPartitions``, hence ``Any``); thresholds live in
+``QualityThresholds`` so the description and the code agree.
 """
 
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, asset_check
@@ -18,6 +21,7 @@ from tauxcharge_assets.defs.ingest.assets import (
     raw_es_extract,
 )
 from tauxcharge_assets.defs.partitions import tick_partitions, tick_window
+from tauxcharge_assets.defs.ranges import check_each_partition
 
 
 @dataclass(frozen=True)
@@ -102,37 +106,37 @@ def rejected_share(summary: QuarantineSummary) -> AssetCheckResult:
 
 
 @asset_check(asset=raw_es_extract, partitions_def=tick_partitions, blocking=True)
-def raw_es_extract_is_fresh(context: AssetCheckExecutionContext, raw_es_extract: RawExtract) -> AssetCheckResult:
+def raw_es_extract_is_fresh(context: AssetCheckExecutionContext, raw_es_extract: Any) -> AssetCheckResult:
     """The newest document is at most 15 minutes older than the partition's end."""
-    return freshness(raw_es_extract, tick_window(context.partition_key).end)
+    return check_each_partition(context, lambda key, raw: freshness(raw, tick_window(key).end), raw_es_extract)
 
 
 @asset_check(asset=raw_es_extract, partitions_def=tick_partitions, blocking=False)
-def raw_values_in_range(raw_es_extract: RawExtract) -> AssetCheckResult:
+def raw_values_in_range(context: AssetCheckExecutionContext, raw_es_extract: Any) -> AssetCheckResult:
     """At most 2 % of the documents have a value that is not a number in [0, 100]."""
-    result = values_in_range(raw_es_extract)
+    result = check_each_partition(context, lambda _key, raw: values_in_range(raw), raw_es_extract)
     return AssetCheckResult(passed=result.passed, metadata=result.metadata, severity=AssetCheckSeverity.WARN)
 
 
 @asset_check(asset=cleaned_series, partitions_def=tick_partitions, blocking=True)
-def cleaned_series_is_complete(cleaned_series: CleanedSeries) -> AssetCheckResult:
+def cleaned_series_is_complete(context: AssetCheckExecutionContext, cleaned_series: Any) -> AssetCheckResult:
     """At least 90 % of the names have at least 80 % of their 288 points."""
-    return completeness(cleaned_series)
+    return check_each_partition(context, lambda _key, cleaned: completeness(cleaned), cleaned_series)
 
 
 @asset_check(asset=cleaned_series, partitions_def=tick_partitions, blocking=True)
-def cleaned_series_has_unique_slots(cleaned_series: CleanedSeries) -> AssetCheckResult:
+def cleaned_series_has_unique_slots(context: AssetCheckExecutionContext, cleaned_series: Any) -> AssetCheckResult:
     """No duplicate (name, timestamp) and no value outside [0, 100] after cleaning."""
-    return unique_slots(cleaned_series)
+    return check_each_partition(context, lambda _key, cleaned: unique_slots(cleaned), cleaned_series)
 
 
 @asset_check(asset=quarantined_documents, partitions_def=tick_partitions, blocking=False)
-def quarantine_share_within_limit(quarantined_documents: QuarantineSummary) -> AssetCheckResult:
+def quarantine_share_within_limit(context: AssetCheckExecutionContext, quarantined_documents: Any) -> AssetCheckResult:
     """At most ``max_rejected_share`` (2 % by default) of the documents that arrived in the tick are rejected.
 
     Severity ERROR, not blocking: the forecasts do not depend on the quarantine (see its asset).
     """
-    return rejected_share(quarantined_documents)
+    return check_each_partition(context, lambda _key, summary: rejected_share(summary), quarantined_documents)
 
 
 ALL_CHECKS = [

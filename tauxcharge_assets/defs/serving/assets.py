@@ -3,7 +3,7 @@
 import dataclasses
 
 import pandas as pd
-from dagster import AssetExecutionContext, Config, Failure, Output, asset
+from dagster import AssetExecutionContext, AssetIn, BackfillPolicy, Config, Failure, Output, asset
 from elasticsearch import Elasticsearch
 from pydantic import Field
 
@@ -13,6 +13,7 @@ from tauxcharge_assets.alerts.webhook import AlertDeliveryError
 from tauxcharge_assets.data.cleaning import CleanedSeries
 from tauxcharge_assets.data.sequences import SequenceTensors
 from tauxcharge_assets.defs.partitions import tick_partitions, tick_window
+from tauxcharge_assets.defs.ranges import for_each_partition, one_or_range
 from tauxcharge_assets.defs.resources import (
     ALERT_WEBHOOK_VARIABLE,
     TICK_RETRY_POLICY,
@@ -30,19 +31,31 @@ from tauxcharge_assets.model.registry import ModelArtifactError
 from tauxcharge_assets.reporting import figure_markdown, forecast_plot, metadata_table
 
 
+class ForecastConfig(Config):
+    plot_every_ticks: int = Field(
+        default=12,
+        ge=1,
+        description="The forecast plot (0.2 s) is drawn for one partition in this many (the top of each hour) "
+        "and for the newest partition of a run",
+    )
+
+
 @asset(
     retry_policy=TICK_RETRY_POLICY,
     partitions_def=tick_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
     group_name="serving",
     kinds={"tensorflow", "elasticsearch"},
     deps=["champion_model"],
+    ins={"sequence_tensors": AssetIn(dagster_type=one_or_range(SequenceTensors))},
 )
 def forecasts(
     context: AssetExecutionContext,
+    config: ForecastConfig,
     elasticsearch: ElasticsearchResource,
     mlflow: MlflowResource,
     sequence_tensors: SequenceTensors,
-) -> Output[pd.DataFrame]:
+) -> Output:
     """The next hour (t + 5 min first) of every name with its 80 % interval, from the current champion.
 
     Without a usable champion the step fails at once (no retry: waiting does not train a model) with one
@@ -51,37 +64,54 @@ def forecasts(
     """
     with unavailable_as_failure():
         model, version = _champion(mlflow)
-        quantiles, methods = model.forecast_tick(
-            sequence_tensors.names,
-            sequence_tensors.name_ids,
-            sequence_tensors.values,
-            sequence_tensors.mask,
-            sequence_tensors.next_timestamp,
-        )
-        frame = forecast_frame(
-            sequence_tensors, quantiles, mlflow.registered_model_name, version, context.partition_key, methods
-        )
-        finite = written_forecasts(frame)
-        written = bulk_write(elasticsearch.get_client(), elasticsearch.indices.forecasts, forecast_documents(finite))
-        next_values = frame[frame["horizon_steps"] == 1][["name", "target_timestamp", "lower", "value", "upper"]]
+        client = elasticsearch.get_client()
+
+        def forecast(key: str, last: bool, sequences: SequenceTensors) -> Output[pd.DataFrame]:
+            newest_of_range = last and len(context.partition_keys) > 1
+            plot = newest_of_range or tick_window(key).end.minute // 5 % config.plot_every_ticks == 0
+            return _forecast(key, model, version, mlflow, client, elasticsearch.indices.forecasts, sequences, plot)
+
+        return for_each_partition(context, forecast, sequence_tensors, totals=("documents_written",))
+
+
+def _forecast(
+    partition_key: str,
+    model: ForecastModel,
+    version: str,
+    mlflow: MlflowResource,
+    client: Elasticsearch,
+    index: str,
+    sequence_tensors: SequenceTensors,
+    plot: bool,
+) -> Output[pd.DataFrame]:
+    quantiles, methods = model.forecast_tick(
+        sequence_tensors.names,
+        sequence_tensors.name_ids,
+        sequence_tensors.values,
+        sequence_tensors.mask,
+        sequence_tensors.next_timestamp,
+    )
+    frame = forecast_frame(sequence_tensors, quantiles, mlflow.registered_model_name, version, partition_key, methods)
+    finite = written_forecasts(frame)
+    written = bulk_write(client, index, forecast_documents(finite))
+    next_values = frame[frame["horizon_steps"] == 1][["name", "target_timestamp", "lower", "value", "upper"]]
+    metadata: dict[str, object] = {
+        "names_forecast": len(sequence_tensors.names),
+        "names_without_data": len(sequence_tensors.skipped_names),
+        "names_naive_fallback": int((methods == NAIVE).sum()),
+        "names_unseen_by_model": model.unseen_count(sequence_tensors.names),
+        "documents_written": written,
+        "non_finite_forecasts": len(frame) - len(finite),
+        "model": f"models:/{mlflow.registered_model_name}/{version} (champion)",
+        "issued_at": sequence_tensors.next_timestamp.isoformat(),
+        "next_values": metadata_table(next_values),
+    }
+    if plot:
         history = pd.DataFrame(
             sequence_tensors.values.T, index=sequence_tensors.timestamps, columns=sequence_tensors.names
         )
-        return Output(
-            frame,
-            metadata={
-                "names_forecast": len(sequence_tensors.names),
-                "names_without_data": len(sequence_tensors.skipped_names),
-                "names_naive_fallback": int((methods == NAIVE).sum()),
-                "names_unseen_by_model": model.unseen_count(sequence_tensors.names),
-                "documents_written": written,
-                "non_finite_forecasts": len(frame) - len(finite),
-                "model": f"models:/{mlflow.registered_model_name}/{version} (champion)",
-                "issued_at": sequence_tensors.next_timestamp.isoformat(),
-                "next_values": metadata_table(next_values),
-                "plot": figure_markdown(forecast_plot(history, frame, sequence_tensors.names[:4])),
-            },
-        )
+        metadata["plot"] = figure_markdown(forecast_plot(history, frame, sequence_tensors.names[:4]))
+    return Output(frame, metadata=metadata)
 
 
 def _champion(mlflow: MlflowResource) -> tuple[ForecastModel, str]:
@@ -145,8 +175,13 @@ class AnomalyConfig(Config):
 @asset(
     retry_policy=TICK_RETRY_POLICY,
     partitions_def=tick_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
     group_name="serving",
     kinds={"pandas", "elasticsearch"},
+    ins={
+        "cleaned_series": AssetIn(dagster_type=one_or_range(CleanedSeries)),
+        "forecasts": AssetIn(dagster_type=one_or_range(pd.DataFrame)),
+    },
 )
 def anomaly_report(
     context: AssetExecutionContext,
@@ -155,30 +190,46 @@ def anomaly_report(
     alerts: AlertWebhookResource,
     cleaned_series: CleanedSeries,
     forecasts: pd.DataFrame,
-) -> Output[pd.DataFrame]:
+) -> Output:
     """This tick's newest actual values scored by the detector against the forecasts made for them; the
     critical ones that start an episode go to the alert webhook."""
     with unavailable_as_failure():
-        window = tick_window(context.partition_key)
         client = elasticsearch.get_client()
-        report = report_tick(
-            client,
-            elasticsearch.indices,
-            context.partition_key,
-            window.end,
-            window.as_of,
-            cleaned_series.values.where(cleaned_series.observed),
-            written_forecasts(forecasts),
-            config.detector(),
-            config.evaluated_slots,
-            config.forecast_lookback_slots,
-            config.incremental,
-        )
-        alerted = _alert_critical(alerts, client, elasticsearch, report.scores.scored, context.partition_key)
-        return Output(
-            report.scores.scored,
-            metadata={**report.metadata(), "forecasts_issued_this_tick": len(forecasts), **alerted},
-        )
+
+        def report(key: str, _last: bool, cleaned: CleanedSeries, issued: pd.DataFrame) -> Output[pd.DataFrame]:
+            return _report(key, config, client, elasticsearch, alerts, cleaned, issued)
+
+        return for_each_partition(context, report, cleaned_series, forecasts, totals=("anomalies", "critical"))
+
+
+def _report(
+    partition_key: str,
+    config: AnomalyConfig,
+    client: Elasticsearch,
+    elasticsearch: ElasticsearchResource,
+    alerts: AlertWebhookResource,
+    cleaned_series: CleanedSeries,
+    forecasts: pd.DataFrame,
+) -> Output[pd.DataFrame]:
+    window = tick_window(partition_key)
+    report = report_tick(
+        client,
+        elasticsearch.indices,
+        partition_key,
+        window.end,
+        window.as_of,
+        cleaned_series.values.where(cleaned_series.observed),
+        written_forecasts(forecasts),
+        config.detector(),
+        config.evaluated_slots,
+        config.forecast_lookback_slots,
+        config.incremental,
+    )
+    alerted = _alert_critical(alerts, client, elasticsearch, report.scores.scored, partition_key)
+    return Output(
+        report.scores.scored,
+        metadata={**report.metadata(), "forecasts_issued_this_tick": len(forecasts), **alerted},
+    )
 
 
 def _alert_critical(

@@ -1,10 +1,13 @@
 """Quality gate of the serving stage: a failing model's forecasts stop the anomaly report in the same run."""
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
-from dagster import AssetCheckResult, asset_check
+from dagster import AssetCheckExecutionContext, AssetCheckResult, asset_check
 
 from tauxcharge_assets.defs.partitions import tick_partitions
+from tauxcharge_assets.defs.ranges import check_each_partition
 from tauxcharge_assets.defs.serving.assets import forecasts
 
 
@@ -19,9 +22,9 @@ def finite_forecasts(frame: pd.DataFrame) -> AssetCheckResult:
 
 
 @asset_check(asset=forecasts, partitions_def=tick_partitions, blocking=True)
-def forecasts_are_finite(forecasts: pd.DataFrame) -> AssetCheckResult:
+def forecasts_are_finite(context: AssetCheckExecutionContext, forecasts: Any) -> AssetCheckResult:
     """No NaN or infinite forecast and p10 <= p50 <= p90: a failing model stops the anomaly report."""
-    return finite_forecasts(forecasts)
+    return check_each_partition(context, lambda _key, frame: finite_forecasts(frame), forecasts)
 
 
 ALL_CHECKS = [forecasts_are_finite]
