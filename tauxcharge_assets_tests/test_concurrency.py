@@ -30,17 +30,18 @@ from dagster import (
     AssetExecutionContext,
     DagsterInstance,
     FilesystemIOManager,
+    PartitionKeyRange,
     RunsFilter,
     StaticPartitionsDefinition,
     asset,
     materialize,
 )
 
-from tauxcharge_assets.cli.runner import train
+from tauxcharge_assets.cli.runner import RANGE_END_TAG, RANGE_START_TAG, train
 from tauxcharge_assets.data.name_ids import UNKNOWN_NAME_ID, load_name_ids
 from tauxcharge_assets.data.simulator import SimulationSpec, simulate
 from tauxcharge_assets.defs.io_manager import RetainedFilesystemIOManager
-from tauxcharge_assets.defs.partitions import partition_key_ending_at
+from tauxcharge_assets.defs.partitions import partition_key_ending_at, tick_partitions
 from tauxcharge_assets.defs.resources import AlertWebhookResource, ElasticsearchResource, MlflowResource
 from tauxcharge_assets.elastic.bulk import bulk_write, refresh_index, scan_pit
 from tauxcharge_assets.elastic.queries import count_documents
@@ -171,8 +172,14 @@ def runs_by_partition(home: Path, job: str | None = None) -> dict[str, list[tupl
     for record in instance.get_run_records(RunsFilter()):
         assert record.dagster_run.is_success, record.dagster_run.run_id
         if job is None or record.dagster_run.job_name == job:
-            partition = record.dagster_run.tags["dagster/partition"]
-            spans.setdefault(partition, []).append((record.start_time, record.end_time))
+            tags = record.dagster_run.tags
+            if "dagster/partition" in tags:
+                partitions = [tags["dagster/partition"]]
+            else:  # a backfill's run over a range: it ran each partition of the range
+                start, end = tags[RANGE_START_TAG], tags[RANGE_END_TAG]
+                partitions = tick_partitions.get_partition_keys_in_range(PartitionKeyRange(start, end))
+            for partition in partitions:
+                spans.setdefault(partition, []).append((record.start_time, record.end_time))
     return spans
 
 

@@ -20,10 +20,10 @@ from dagster import AssetKey, DagsterInstance, FilesystemIOManager, SkipReason, 
 from tauxcharge_assets.cli.runner import QUIET, materialize_range
 from tauxcharge_assets.data.simulator import SimulationSpec, simulate
 from tauxcharge_assets.definitions import ALL_ASSETS, ALL_CHECKS
+from tauxcharge_assets.defs.io_manager import RetainedFilesystemIOManager
 from tauxcharge_assets.defs.model.jobs import MODEL_ASSETS
 from tauxcharge_assets.defs.model.sensors import retrain_sensor
 from tauxcharge_assets.defs.model.tuning import hyperparameter_search
-from tauxcharge_assets.defs.io_manager import RetainedFilesystemIOManager
 from tauxcharge_assets.defs.partitions import partition_key_ending_at
 from tauxcharge_assets.defs.resources import AlertWebhookResource, ElasticsearchResource, MlflowResource
 from tauxcharge_assets.defs.serving.jobs import TICK_ASSETS
@@ -184,7 +184,8 @@ def test_a_single_run_backfill_of_the_range_equals_the_per_partition_runs(pipeli
     materialized = [
         (e.event_log_entry.dagster_event.asset_key.path[0], e.event_log_entry.dagster_event.partition)
         for e in events
-        if e.event_log_entry.dagster_event and e.event_log_entry.dagster_event.event_type_value == "ASSET_MATERIALIZATION"
+        if e.event_log_entry.dagster_event
+        and e.event_log_entry.dagster_event.event_type_value == "ASSET_MATERIALIZATION"
     ]
     assert sorted(k for a, k in materialized if a == "anomaly_report") == sorted(pipeline.keys)
     assert not list((data_dir() / "spill").glob("*"))  # the range's spill files were all moved into place

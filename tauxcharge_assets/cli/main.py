@@ -414,7 +414,7 @@ def _backfill(args: argparse.Namespace) -> int:
     from dagster import PartitionKeyRange
 
     from tauxcharge_assets.cli.errors import quiet_run_failures
-    from tauxcharge_assets.cli.runner import dagster_instance, materialize_ticks, tick_resources
+    from tauxcharge_assets.cli.runner import dagster_instance, materialize_range, materialize_ticks, tick_resources
     from tauxcharge_assets.defs.partitions import tick_partitions
     from tauxcharge_assets.defs.resources import mlflow_from_env
 
@@ -430,9 +430,17 @@ def _backfill(args: argparse.Namespace) -> int:
         raise UserFacingError(f"--start {args.start} is after --end {args.end}: swap them.", EXIT_USAGE)
     keys = tick_partitions.get_partition_keys_in_range(PartitionKeyRange(args.start, args.end))
     resources = tick_resources(_elasticsearch(args.es_attempts), mlflow_from_env())
-    print(f"backfilling {len(keys)} partitions {keys[0]} .. {keys[-1]}", flush=True)
+    per_run = args.partitions_per_run or len(keys)
+    chunks = [keys[i : i + per_run] for i in range(0, len(keys), per_run)]
+    print(f"backfilling {len(keys)} partitions {keys[0]} .. {keys[-1]} in {len(chunks)} run(s)", flush=True)
+    instance = dagster_instance()
     with Step("Backfill", total=len(keys), unit="partition") as step, quiet_run_failures():
-        materialize_ticks(keys, resources, dagster_instance(), progress=lambda key: step.update())
+        for chunk in chunks:  # in time order: each run starts from the state the previous one left
+            if len(chunk) == 1:
+                materialize_ticks(chunk, resources, instance)
+            else:
+                materialize_range(chunk[0], chunk[-1], resources, instance)
+            step.update(len(chunk))
     print("done")
     return 0
 
@@ -746,13 +754,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     backfill = command(
         "backfill",
-        "materialize the tick assets for a range of past partitions, one run each, in one process",
+        "materialize the tick assets for a range of past partitions in one Dagster run (or runs of "
+        "--partitions-per-run), in one process",
         _backfill,
     )
     backfill.add_argument(
         "--start", type=_partition_key, required=True, help="first partition key (UTC), e.g. 2026-11-22-23:00"
     )
     backfill.add_argument("--end", type=_partition_key, required=True, help="last partition key (inclusive)")
+    backfill.add_argument(
+        "--partitions-per-run",
+        type=_positive_int,
+        help="at most this many partitions per run, the runs one after the other (default: the whole range in one "
+        "run; 1: a run per partition, as before single-run backfills)",
+    )
     _es_attempts(backfill)
 
     detect = command(
