@@ -43,7 +43,7 @@ from tauxcharge_assets.data.simulator import SimulationSpec, simulate
 from tauxcharge_assets.defs.io_manager import RetainedFilesystemIOManager
 from tauxcharge_assets.defs.partitions import partition_key_ending_at, tick_partitions
 from tauxcharge_assets.defs.resources import AlertWebhookResource, ElasticsearchResource, MlflowResource
-from tauxcharge_assets.elastic.bulk import bulk_write, refresh_index, scan_pit
+from tauxcharge_assets.elastic.bulk import bulk_write, delete_documents, refresh_index, scan_pit
 from tauxcharge_assets.elastic.queries import count_documents
 
 STEP = pd.Timedelta(minutes=5)
@@ -59,7 +59,8 @@ SAME_PARTITION = [30]
 OVERLAP = [26, 25]
 SAME_RANGE = [22, 21]
 RERUN = list(range(15, 3, -1))  # 12 partitions
-TESTED = sorted({*SAME_PARTITION, *OVERLAP, *SAME_RANGE, *RERUN})
+SHARDED = [35, 34, 33]
+TESTED = sorted({*SAME_PARTITION, *OVERLAP, *SAME_RANGE, *RERUN, *SHARDED})
 
 # A process started by the tests: imports first, then waits until every process of its group is ready.
 BARRIER = """
@@ -87,6 +88,23 @@ LIVE_TICK = BARRIER + textwrap.dedent(
         result = job.execute_in_process(partition_key=key, instance=instance, run_config=QUIET, raise_on_error=False)
         if not result.success:
             sys.exit(f"tick {key} failed")
+    """
+)
+# One name shard's ticks, as the sharded schedule launches them: the shard's run config, same code location.
+SHARD_TICK = BARRIER + textwrap.dedent(
+    """
+    from tauxcharge_assets.cli.runner import QUIET, dagster_instance
+    from tauxcharge_assets.data.shards import Shard
+    from tauxcharge_assets.definitions import defs
+    from tauxcharge_assets.defs.resources import shard_run_config
+    from tauxcharge_assets.settings import data_dir
+    job = defs.resolve_job_def("tick_job")
+    instance = dagster_instance()
+    config = shard_run_config(Shard(int(sys.argv[3]), int(sys.argv[4])), str(data_dir() / "storage"), QUIET)
+    for key in sys.argv[5:]:
+        result = job.execute_in_process(partition_key=key, instance=instance, run_config=config, raise_on_error=False)
+        if not result.success:
+            sys.exit(f"shard {sys.argv[3]} tick {key} failed")
     """
 )
 
@@ -135,6 +153,26 @@ class Shared:
         query = {"terms": {"partition_key": [key(s) for s in slots]}}
         hits = scan_pit(client, index, query, ["name", "timestamp"])
         return Counter((hit["_source"]["name"], pd.Timestamp(hit["_source"]["timestamp"])) for hit in hits)
+
+    def written(self, slots: list[int]) -> dict[str, dict[str, dict]]:
+        """Every forecast, anomaly and quarantine document of the partitions ``slots``, by id (sources whole)."""
+        client, names = self.plain.get_client(), self.plain.indices
+        patterns = [names.forecasts, names.anomalies, f"{names.quarantine}-*"]
+        client.indices.refresh(index=",".join(patterns), allow_no_indices=True, ignore_unavailable=True)
+        query = {"terms": {"partition_key": [key(s) for s in slots]}}
+        return {
+            pattern: {hit["_id"]: hit["_source"] for hit in scan_pit(client, pattern, query)} for pattern in patterns
+        }
+
+    def forget(self, slots: list[int]) -> None:
+        """Delete what the ticks of ``slots`` wrote, and every detector checkpoint: the next run starts afresh."""
+        client, names = self.plain.get_client(), self.plain.indices
+        for pattern, ids in self.written(slots).items():
+            for index in client.indices.get(index=pattern, allow_no_indices=True, ignore_unavailable=True):
+                delete_documents(client, index, list(ids))
+        every = [hit["_id"] for hit in scan_pit(client, names.detector_state, {"match_all": {}}, [])]
+        delete_documents(client, names.detector_state, every)
+        refresh_index(client, names.detector_state)
 
     def assert_each_held_once(self, slots: list[int]) -> None:
         forecasts = self.forecast_counts(slots)
@@ -269,6 +307,39 @@ def test_a_backfill_killed_halfway_then_rerun_holds_600_forecasts_per_issue_time
     assert 6 * PER_PARTITION <= written < len(RERUN) * PER_PARTITION
     finished([shared.start(tmp_path, 1, BACKFILL, first, last)])
     shared.assert_each_held_once(RERUN)  # 12 x 600 = 7,200 documents, 600 per issue time
+
+
+def test_four_name_shards_ticking_at_once_write_exactly_the_unsharded_documents(shared: Shared, tmp_path: Path) -> None:
+    """Three partitions ticked unsharded, then as 4 name shards: 4 processes on one data folder and one
+    Dagster instance, released together, each running its shard's tick job for the 3 partitions. Both
+    start from nothing kept (a fresh folder, no detector checkpoint): the same forecast, anomaly and
+    quarantine documents, ids and sources, and each shard forecast only its own names."""
+    keys = [key(s) for s in SHARDED]
+    shared.forget(SHARDED)
+    finished([shared.start(tmp_path / "unsharded", 1, LIVE_TICK, *keys)])
+    unsharded = shared.written(SHARDED)
+    assert len(unsharded[shared.plain.indices.forecasts]) == len(SHARDED) * PER_PARTITION
+    assert unsharded[shared.plain.indices.anomalies]
+    shared.forget(SHARDED)
+    home = tmp_path / "sharded"
+    finished([shared.start(home, 4, SHARD_TICK, str(index), "4", *keys) for index in range(4)])
+    spans = runs_by_partition(home)
+    assert all(len(spans[k]) == 4 for k in keys)  # 4 runs per partition, one per shard
+    assert any(overlap(spans[keys[0]][0], other) for other in spans[keys[0]][1:])  # they did run at once
+    assert shared.written(SHARDED) == unsharded
+    shard_names = []
+    for index in range(4):
+        with (home / "storage" / "forecasts" / f"@shard-{index}-of-4" / keys[-1]).open("rb") as handle:
+            shard_names.append(set(pickle.load(handle)["name"]))
+    assert all(len(names) > 0 for names in shard_names)
+    assert sum(len(names) for names in shard_names) == len(set().union(*shard_names)) == NAMES  # disjoint, all
+    # Each shard's detector checkpoints, as a fresh worker finds them in Elasticsearch: its own names only.
+    client, state_index = shared.plain.get_client(), shared.plain.indices.detector_state
+    refresh_index(client, state_index)
+    checkpointed: dict[str, set[str]] = {}
+    for hit in scan_pit(client, state_index, {"match_all": {}}, ["shard", "state.names"]):
+        checkpointed.setdefault(hit["_source"]["shard"], set()).update(hit["_source"]["state"]["names"])
+    assert checkpointed == {f"{index}/4": names for index, names in enumerate(shard_names)}
 
 
 NAME_ROUNDS = 2

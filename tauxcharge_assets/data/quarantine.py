@@ -39,6 +39,7 @@ from elasticsearch import Elasticsearch
 
 from tauxcharge_assets.data.cleaning import CleaningRules, in_range, kept_duplicates
 from tauxcharge_assets.data.documents import DOC_VALUE_FIELDS, NAT, DocumentBatch, from_doc_values
+from tauxcharge_assets.data.shards import Shard
 from tauxcharge_assets.elastic.bulk import deterministic_id, scan_pages
 from tauxcharge_assets.elastic.queries import _iso
 from tauxcharge_assets.window.rolling import STEP_NS, RollingWindow
@@ -66,6 +67,17 @@ def arrivals_query(after: pd.Timestamp, until: pd.Timestamp) -> dict[str, Any]:
             "minimum_should_match": 1,
         }
     }
+
+
+def shard_arrivals_query(
+    after: pd.Timestamp, until: pd.Timestamp, names: Sequence[str], with_nameless: bool
+) -> dict[str, Any]:
+    """The arrivals of ``(after, until]`` of one name shard: its ``names`` (those of its window and of its
+    suspects: every name that can arrive there), and for shard 0 the documents without a name."""
+    own: list[dict[str, Any]] = [{"terms": {"name": sorted(names)}}]
+    if with_nameless:
+        own += [_missing("name"), {"term": {"name": ""}}]
+    return {"bool": {"filter": [arrivals_query(after, until)], "should": own, "minimum_should_match": 1}}
 
 
 def _missing(field: str) -> dict[str, Any]:
@@ -107,6 +119,13 @@ class Arrivals:
 
     batch: DocumentBatch
     sent: list[dict[str, Any]]
+
+    def of_shard(self, shard: Shard) -> Arrivals:
+        """Only the documents of one name shard (``data.shards``: those without a name are shard 0's)."""
+        if not shard.sharded:
+            return self
+        owned = shard.owns(self.batch.name)
+        return Arrivals(self.batch.take(owned), [sent for sent, keep in zip(self.sent, owned, strict=True) if keep])
 
 
 def read_suspects(client: Elasticsearch, index: str, query: Mapping[str, Any]) -> Arrivals:

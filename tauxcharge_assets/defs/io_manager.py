@@ -35,6 +35,7 @@ from dagster import ConfigurableIOManagerFactory, InputContext, OutputContext, U
 from pydantic import Field
 from upath import UPath
 
+from tauxcharge_assets.data.shards import Shard
 from tauxcharge_assets.defs.ranges import LazyPartitions, PartitionOutputs
 from tauxcharge_assets.window.retention import modified_time, outside_retention
 
@@ -45,9 +46,12 @@ class RetainedPickleIOManager(UPathIOManager):
     """Pickles each output to ``<base>/<asset>/<partition key>`` (Dagster's public ``UPathIOManager``
     lays the paths out), then applies the retention rule to that asset's partitions."""
 
-    def __init__(self, base_path: UPath, keep_latest: int, keep_written: int, keep_recent_s: float) -> None:
+    def __init__(
+        self, base_path: UPath, keep_latest: int, keep_written: int, keep_recent_s: float, shard: Shard = Shard()
+    ) -> None:
         super().__init__(base_path=base_path)
         self.root = base_path
+        self.shard = shard
         self.keep_latest = keep_latest
         self.keep_written = keep_written
         self.keep_recent_s = keep_recent_s
@@ -77,6 +81,11 @@ class RetainedPickleIOManager(UPathIOManager):
             )
         return LazyPartitions(paths, _unpickle)
 
+    def get_path_for_partition(self, context: InputContext | OutputContext, path: UPath, partition: str) -> UPath:
+        """``<asset>/<partition>``; a name shard's run keeps its own: ``<asset>/@shard-i-of-n/<partition>``."""
+        folder = path / self.shard.suffix if self.shard.sharded else path
+        return super().get_path_for_partition(context, folder, partition)
+
     def _partition_path(self, context: OutputContext | InputContext, key: str) -> UPath:
         return self.get_path_for_partition(context, self.root.joinpath(*context.asset_key.path), key)
 
@@ -97,7 +106,7 @@ class RetainedPickleIOManager(UPathIOManager):
     def prune(self, folder: Path) -> None:
         """The retention rule over the folder's outputs; another writer's file still being written (a
         temporary one) is left alone unless it is an hour old (its writer died)."""
-        files = [f for f in folder.iterdir() if f.is_file()]
+        files = [f for f in folder.iterdir() if f.is_file()]  # a shard's folder is pruned by that shard's runs
         outputs = [f for f in files if not f.name.endswith(TEMPORARY_SUFFIX)]
         for old in outside_retention(outputs, self.keep_latest, self.keep_written, self.keep_recent_s):
             old.unlink(missing_ok=True)
@@ -126,5 +135,11 @@ class RetainedFilesystemIOManager(ConfigurableIOManagerFactory):
         "tick at 10,000 names takes ~20 s; a backfill run's next step reads its range minutes later)",
     )
 
+    shard_index: int = Field(default=0, description="The name shard of the run (set by shard_run_config)")
+    shard_count: int = Field(default=1, description="How many name shards; 1: outputs at <asset>/<partition>")
+
     def create_io_manager(self, context: Any) -> RetainedPickleIOManager:
-        return RetainedPickleIOManager(UPath(self.base_dir), self.keep_latest, self.keep_written, self.keep_recent_s)
+        shard = Shard(self.shard_index, self.shard_count)
+        return RetainedPickleIOManager(
+            UPath(self.base_dir), self.keep_latest, self.keep_written, self.keep_recent_s, shard
+        )

@@ -18,6 +18,7 @@ from elasticsearch import ApiError, Elasticsearch
 from pydantic import Field
 
 from tauxcharge_assets.alerts.webhook import post_text
+from tauxcharge_assets.data.shards import Shard
 from tauxcharge_assets.elastic.client import (
     DEFAULT_RETRY_DEADLINE_S,
     ElasticsearchAccessError,
@@ -126,6 +127,22 @@ class ElasticsearchResource(ConfigurableResource):
             verify_certs=self.verify_certs,
             ssl_assert_fingerprint=_resolved(self.ssl_assert_fingerprint),
         )
+
+
+def shard_run_config(shard: Shard, storage_dir: str, base: dict | None = None) -> dict:
+    """Run config for one name shard's tick run (``data.shards``): ``raw_es_extract`` reads the shard's names
+    (the shard then travels with the data to every later step) and the IO manager keeps the shard's outputs
+    apart. ``storage_dir``: the IO manager's folder (run config replaces its whole configuration)."""
+    config = dict(base or {})
+    ops = dict(config.get("ops", {}))
+    extract = dict(ops.get("raw_es_extract", {}).get("config", {}))
+    ops["raw_es_extract"] = {"config": {**extract, "shard_index": shard.index, "shard_count": shard.count}}
+    config["ops"] = ops
+    config["resources"] = {
+        **config.get("resources", {}),
+        "io_manager": {"config": {"base_dir": storage_dir, "shard_index": shard.index, "shard_count": shard.count}},
+    }
+    return config
 
 
 def _resolved(value: str | None) -> str | None:
@@ -260,6 +277,14 @@ def elasticsearch_from_env(connect_attempts: int = 5) -> ElasticsearchResource:
         index_prefix=os.environ.get("TAUXCHARGE_INDEX_PREFIX", "tauxcharge"),
         connect_attempts=connect_attempts,
     )
+
+
+def name_shards_from_env() -> int:
+    """``TAUXCHARGE_NAME_SHARDS``: how many runs each tick is split into (1 by default)."""
+    raw = os.environ.get("TAUXCHARGE_NAME_SHARDS", "1").strip() or "1"
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"TAUXCHARGE_NAME_SHARDS={raw!r}: expected a whole number of shards, 1 or more")
+    return int(raw)
 
 
 def alerts_from_env() -> AlertWebhookResource:

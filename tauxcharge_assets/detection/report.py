@@ -17,6 +17,7 @@ import pandas as pd
 from dagster import MetadataValue
 from elasticsearch import Elasticsearch
 
+from tauxcharge_assets.data.shards import Shard
 from tauxcharge_assets.detection.checkpoints import Checkpoint, CheckpointStore, checkpoint_hour
 from tauxcharge_assets.detection.detector import Z90, DetectorConfig, DetectorState, severity, step
 from tauxcharge_assets.elastic.bulk import bulk_write, delete_documents, deterministic_id, scan_pages
@@ -297,11 +298,15 @@ def report_tick(
     evaluated_slots: int = 1,
     forecast_lookback_slots: int = 36,
     use_kept_forecasts: bool = True,
+    shard: Shard | None = None,
 ) -> TickReport:
     """Score this tick's newest slots, keep the next hour's checkpoint and the one-step forecasts, write the
-    anomalies and remove a rerun's stale ones. ``issued``: this tick's forecasts (finite rows)."""
+    anomalies and remove a rerun's stale ones. ``issued``: this tick's forecasts (finite rows). A name
+    shard's tick (``actuals`` holds its names) keeps its own checkpoints and forecasts, and removes only
+    its own names' stale anomalies."""
     end = to_utc(window_end)
-    checkpoints = CheckpointStore(client, indices.detector_state, config)
+    shard = shard or Shard()
+    checkpoints = CheckpointStore(client, indices.detector_state, config, shard=shard)
     first_evaluated = end - STEP * min(evaluated_slots, max(len(actuals), 1))
     window_start = actuals.index[0] if len(actuals) else end
     # The newest checkpoint inside the window: one missed hour (a failed tick at :00) costs a longer replay,
@@ -311,7 +316,7 @@ def report_tick(
         checkpoint, hour = checkpoints.load(hour), hour - pd.Timedelta(hours=1)
     replay_from = checkpoint.end if checkpoint is not None else window_start
     since = min(replay_from, end - STEP * max(forecast_lookback_slots, evaluated_slots))
-    store = kept_forecasts.store_for(indices.forecasts)
+    store = kept_forecasts.store_for(indices.forecasts + shard.suffix)
     kept = store.load(end) if use_kept_forecasts else None
     if kept is not None and kept.covers(since):
         earlier, source = kept.between(since, end), "the previous tick (kept_forecasts)"
@@ -329,11 +334,14 @@ def report_tick(
     documents = list(anomaly_documents(scores.flagged, partition_key, end))
     written = bulk_write(client, indices.anomalies, documents)
     # A rerun (a backfill after a detector or model change) must not leave what it no longer finds.
+    this_partition: dict[str, Any] = {"term": {"partition_key": partition_key}}
+    if shard.sharded:
+        names = [str(name) for name in actuals.columns]
+        this_partition = {"bool": {"filter": [this_partition, {"terms": {"name": names}}]}}
     earlier_ids = {  # ids only: no _source, no doc values
         hit["_id"]
-        for page in scan_pages(client, indices.anomalies, {"term": {"partition_key": partition_key}},
-                               with_ids=True, docvalue_fields=[])
+        for page in scan_pages(client, indices.anomalies, this_partition, with_ids=True, docvalue_fields=[])
         for hit in page
-    }  # fmt: skip
+    }
     removed = delete_documents(client, indices.anomalies, earlier_ids - {doc_id for doc_id, _ in documents})
     return TickReport(scores, source, len(earlier), written, removed, checkpoint_written, config)

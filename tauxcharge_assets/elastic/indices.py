@@ -119,6 +119,7 @@ _TEMPLATES: dict[str, dict[str, Any]] = {
             "chunk": {"type": "integer"},
             "chunks": {"type": "integer"},
             "day": {"type": "integer"},
+            "shard": {"type": "keyword"},  # "i/n" for a name shard's checkpoint (data.shards); absent unsharded
             "state": {"type": "object", "enabled": False},  # kept in _source only, never indexed
         },
     },

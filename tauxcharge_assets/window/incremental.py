@@ -21,6 +21,7 @@ import pandas as pd
 from elasticsearch import Elasticsearch
 
 from tauxcharge_assets.data.documents import DocumentBatch, read_batch, read_window, since_query
+from tauxcharge_assets.data.shards import Shard
 from tauxcharge_assets.settings import WINDOW_STEPS, to_utc
 from tauxcharge_assets.window.rolling import (
     RollingWindow,
@@ -71,6 +72,23 @@ class ElasticsearchReader:
 
     def since(self, start: pd.Timestamp, end: pd.Timestamp, as_of: pd.Timestamp, since: pd.Timestamp) -> DocumentBatch:
         return read_batch(self.client, self.index, since_query(start, end, as_of, since), with_ids=True)
+
+
+@dataclass(frozen=True)
+class ShardReader:
+    """Only one name shard's documents of another reader's (``data.shards``)."""
+
+    reader: Reader
+    shard: Shard
+
+    def window(
+        self, start: pd.Timestamp, end: pd.Timestamp, as_of: pd.Timestamp, recent_since: pd.Timestamp
+    ) -> tuple[DocumentBatch, DocumentBatch]:
+        older, recent = self.reader.window(start, end, as_of, recent_since)
+        return self.shard.take(older), self.shard.take(recent)
+
+    def since(self, start: pd.Timestamp, end: pd.Timestamp, as_of: pd.Timestamp, since: pd.Timestamp) -> DocumentBatch:
+        return self.shard.take(self.reader.since(start, end, as_of, since))
 
 
 def cold_window(

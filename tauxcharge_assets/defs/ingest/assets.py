@@ -5,7 +5,8 @@ slices and the late documents, unless the previous window is missing. Its value 
 pointing at the stored window, so what Dagster persists per partition stays small.
 """
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 
 import pandas as pd
 from dagster import (
@@ -26,13 +27,14 @@ from pydantic import Field
 
 from tauxcharge_assets.data import cleaning, quarantine
 from tauxcharge_assets.data.cleaning import CleanedSeries, CleaningRules, clean_window, value_counts
+from tauxcharge_assets.data.shards import Shard
 from tauxcharge_assets.defs.partitions import tick_partitions, tick_window
 from tauxcharge_assets.defs.ranges import for_each_partition, one_or_range
 from tauxcharge_assets.defs.resources import TICK_RETRY_POLICY, ElasticsearchResource, unavailable_as_failure
 from tauxcharge_assets.elastic.bulk import bulk_write
 from tauxcharge_assets.elastic.indices import IndexNames, drop_expired_daily
 from tauxcharge_assets.elastic.queries import count_documents, count_malformed_timestamps
-from tauxcharge_assets.window.incremental import ElasticsearchReader, update_window
+from tauxcharge_assets.window.incremental import ElasticsearchReader, ShardReader, update_window
 from tauxcharge_assets.window.rolling import RollingWindow
 from tauxcharge_assets.window.store import WindowStore
 
@@ -50,11 +52,12 @@ class RawExtract:
     newest_timestamp: pd.Timestamp | None
     # In a range run the window travels with the summary: the store keeps only the last few windows.
     carried_window: RollingWindow | None = None
+    shard: Shard = field(default_factory=Shard)
 
     def window(self) -> RollingWindow:
         if self.carried_window is not None:
             return self.carried_window
-        stored = WindowStore.for_index(self.index).load(self.window_end)
+        stored = WindowStore.for_index(self.index + self.shard.suffix).load(self.window_end)
         if stored is None:
             raise Failure(
                 f"The rolling window of {self.index} ending {self.window_end} is no longer stored (retention). "
@@ -69,6 +72,8 @@ class ExtractConfig(Config):
         default=10.0, description="How far back an incremental read reaches: the longest indexing delay"
     )
     max_gap_ticks: int = Field(default=12, description="How many ticks back the previous window may end")
+    shard_index: int = Field(default=0, description="The name shard this run reads (set by shard_run_config)")
+    shard_count: int = Field(default=1, description="How many name shards the names are split into; 1: all names")
 
 
 @asset(
@@ -79,29 +84,40 @@ class ExtractConfig(Config):
     kinds={"elasticsearch"},
 )
 def raw_es_extract(
-    context: AssetExecutionContext, config: ExtractConfig, elasticsearch: ElasticsearchResource
+    context: AssetExecutionContext,
+    config: ExtractConfig,
+    elasticsearch: ElasticsearchResource,
 ) -> Output:
-    """The metric documents of the 24 h before the partition's end, exactly as they stood then."""
+    """The metric documents of the 24 h before the partition's end, exactly as they stood then (of the run's
+    name shard only, when the names are sharded)."""
     with unavailable_as_failure():
         client = elasticsearch.get_client()
         index = elasticsearch.indices.metrics
         malformed = count_malformed_timestamps(client, index)
         carry = len(context.partition_keys) > 1
+        shard = Shard(config.shard_index, config.shard_count)
         return for_each_partition(
             context,
-            lambda key, _last: _extract(key, config, client, index, malformed, carry),
+            lambda key, _last: _extract(key, config, client, index, malformed, carry, shard),
             totals=("documents_read",),
         )
 
 
 def _extract(
-    partition_key: str, config: ExtractConfig, client: Elasticsearch, index: str, malformed: int, carry: bool
+    partition_key: str,
+    config: ExtractConfig,
+    client: Elasticsearch,
+    index: str,
+    malformed: int,
+    carry: bool,
+    shard: Shard,
 ) -> Output[RawExtract]:
     window_bounds = tick_window(partition_key)
+    reader = ElasticsearchReader(client, index)
     window, report = update_window(
-        ElasticsearchReader(client, index),
+        ShardReader(reader, shard) if shard.sharded else reader,
         window_bounds.end,
-        WindowStore.for_index(index),
+        WindowStore.for_index(index + shard.suffix),
         incremental=config.incremental,
         overlap_minutes=config.overlap_minutes,
         max_gap=config.max_gap_ticks,
@@ -116,6 +132,7 @@ def _extract(
         invalid_values=counts["non_numeric"] + counts["out_of_range"],
         newest_timestamp=window.newest_timestamp,
         carried_window=window if carry else None,
+        shard=shard,
     )
     return Output(
         extract,
@@ -133,6 +150,7 @@ def _extract(
             "newest_timestamp": extract.newest_timestamp.isoformat() if extract.newest_timestamp else "none",
             "stored_window_bytes": window.nbytes(),
             "index_documents_with_malformed_timestamp": malformed,
+            "name_shard": shard.label,
         },
     )
 
@@ -158,7 +176,7 @@ def cleaned_series(context: AssetExecutionContext, config: CleaningConfig, raw_e
 
 
 def _clean(rules: CleaningRules, raw_es_extract: RawExtract) -> Output[CleanedSeries]:
-    cleaned = clean_window(raw_es_extract.window(), rules)
+    cleaned = dataclasses.replace(clean_window(raw_es_extract.window(), rules), shard=raw_es_extract.shard)
     observed_share = cleaned.observed.mean(axis=0)
     return Output(
         cleaned,
@@ -250,14 +268,20 @@ def _quarantine(
     bounds = tick_window(partition_key)
     window, rules = raw_es_extract.window(), cleaned_series.rules
     query = quarantine.suspects_query(window, rules, bounds.start, bounds.end)
-    arrivals = quarantine.read_suspects(client, names.metrics, query)
+    shard = raw_es_extract.shard
+    arrivals = quarantine.read_suspects(client, names.metrics, query).of_shard(shard)
     listed = quarantine.entries(arrivals, window, rules, names.metrics, partition_key)
     index = names.daily(names.quarantine, bounds.start)
     if listed:
         bulk_write(client, index, listed)
+    if shard.sharded:
+        own = {str(name) for name in window.names} | {str(name) for name in arrivals.batch.name if name}
+        arrived_query = quarantine.shard_arrivals_query(bounds.start, bounds.end, sorted(own), shard.index == 0)
+    else:
+        arrived_query = quarantine.arrivals_query(bounds.start, bounds.end)
     summary = QuarantineSummary(
         index=index,
-        arrived=count_documents(client, names.metrics, quarantine.arrivals_query(bounds.start, bounds.end)),
+        arrived=count_documents(client, names.metrics, arrived_query),
         by_reason=quarantine.count_by_reason(listed),
         max_rejected_share=config.max_rejected_share,
     )

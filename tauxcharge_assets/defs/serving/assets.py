@@ -224,6 +224,7 @@ def _report(
         config.evaluated_slots,
         config.forecast_lookback_slots,
         config.incremental,
+        cleaned_series.shard,
     )
     alerted = _alert_critical(alerts, client, elasticsearch, report.scores.scored, partition_key)
     return Output(
