@@ -18,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -45,6 +46,7 @@ from tauxcharge_assets.defs.partitions import partition_key_ending_at, tick_part
 from tauxcharge_assets.defs.resources import AlertWebhookResource, ElasticsearchResource, MlflowResource
 from tauxcharge_assets.elastic.bulk import bulk_write, delete_documents, refresh_index, scan_pit
 from tauxcharge_assets.elastic.queries import count_documents
+from tauxcharge_assets_tests.services import free_port, server_process
 
 STEP = pd.Timedelta(minutes=5)
 END = pd.Timestamp.now(tz="UTC").floor("h") - pd.Timedelta(days=1)
@@ -60,7 +62,18 @@ OVERLAP = [26, 25]
 SAME_RANGE = [22, 21]
 RERUN = list(range(15, 3, -1))  # 12 partitions
 SHARDED = [35, 34, 33]
-TESTED = sorted({*SAME_PARTITION, *OVERLAP, *SAME_RANGE, *RERUN, *SHARDED})
+RANGE_CLI = [40, 39, 38]
+RANGE_UI = [45, 44, 43]
+TESTED = sorted({*SAME_PARTITION, *OVERLAP, *SAME_RANGE, *RERUN, *SHARDED, *RANGE_CLI, *RANGE_UI})
+TICK_ASSET_KEYS = [
+    "raw_es_extract",
+    "cleaned_series",
+    "quarantined_documents",
+    "encoded_names",
+    "sequence_tensors",
+    "forecasts",
+    "anomaly_report",
+]
 
 # A process started by the tests: imports first, then waits until every process of its group is ready.
 BARRIER = """
@@ -340,6 +353,104 @@ def test_four_name_shards_ticking_at_once_write_exactly_the_unsharded_documents(
     for hit in scan_pit(client, state_index, {"match_all": {}}, ["shard", "state.names"]):
         checkpointed.setdefault(hit["_source"]["shard"], set()).update(hit["_source"]["state"]["names"])
     assert checkpointed == {f"{index}/4": names for index, names in enumerate(shard_names)}
+
+
+def ranges_run(home: Path) -> list[dict[str, str]]:
+    """The tags of every run recorded in the data folder's Dagster instance (each must have succeeded)."""
+    instance = DagsterInstance.from_config(str(home / "dagster_home"))
+    records = instance.get_run_records(RunsFilter())
+    assert all(record.dagster_run.is_success for record in records), [r.dagster_run.status for r in records]
+    return [dict(record.dagster_run.tags) for record in records]
+
+
+def dagster_env(shared: Shared, home: Path) -> dict[str, str]:
+    (home / "dagster_home").mkdir(parents=True, exist_ok=True)
+    (home / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return {**shared.env(home), "DAGSTER_HOME": str(home / "dagster_home")}
+
+
+def test_dagster_asset_materialize_over_a_partition_range_is_one_run_equal_to_the_per_partition_runs(
+    shared: Shared, tmp_path: Path
+) -> None:
+    """Dagster's own command line, ``--partition-range``: one run over the range, the same documents."""
+    keys = [key(s) for s in RANGE_CLI]
+    shared.forget(RANGE_CLI)
+    finished([shared.start(tmp_path / "per_partition", 1, LIVE_TICK, *keys)])
+    per_partition = shared.written(RANGE_CLI)
+    shared.forget(RANGE_CLI)
+    home = tmp_path / "range"
+    command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "tauxcharge_assets.definitions"]
+    command += ["--select", ",".join(TICK_ASSET_KEYS), "--partition-range", f"{keys[0]}...{keys[-1]}"]
+    done = subprocess.run(command, env=dagster_env(shared, home), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    runs = ranges_run(home)
+    assert len(runs) == 1 and (runs[0][RANGE_START_TAG], runs[0][RANGE_END_TAG]) == (keys[0], keys[-1])
+    assert shared.written(RANGE_CLI) == per_partition
+
+
+LAUNCH_BACKFILL = """
+mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}
+"""
+BACKFILL_STATUS = (
+    "query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }"
+)
+
+
+def graphql(port: int, query: str, variables: dict) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query, "variables": variables}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        answer = json.loads(response.read())
+    assert "errors" not in answer, answer
+    return answer["data"]
+
+
+def test_a_backfill_launched_as_the_ui_does_is_one_run_equal_to_the_per_partition_runs(
+    shared: Shared, tmp_path: Path
+) -> None:
+    """The webserver's ``launchPartitionBackfill`` (what the UI's "Materialize" over a partition range sends)
+    and the daemon that carries the backfill out: one run for the whole range, the same documents."""
+    keys = [key(s) for s in RANGE_UI]
+    shared.forget(RANGE_UI)
+    finished([shared.start(tmp_path / "per_partition", 1, LIVE_TICK, *keys)])
+    per_partition = shared.written(RANGE_UI)
+    shared.forget(RANGE_UI)
+    home, port = tmp_path / "ui", free_port()
+    env = dagster_env(shared, home)
+    location = ["-m", "tauxcharge_assets.definitions"]
+    webserver = [sys.executable, "-m", "dagster_webserver", *location, "-h", "127.0.0.1", "-p", str(port)]
+    daemon = [str(Path(sys.executable).parent / "dagster-daemon"), "run", *location]
+    with server_process(webserver, f"http://127.0.0.1:{port}/server_info", home / "webserver.log", 240, env):
+        params = {"partitionNames": keys, "assetSelection": [{"path": [k]} for k in TICK_ASSET_KEYS]}
+        launched = graphql(port, LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+        assert launched["__typename"] == "LaunchBackfillSuccess", launched
+        with (home / "daemon.log").open("w") as log:
+            process = subprocess.Popen(daemon, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                deadline, status = time.monotonic() + RUN_TIMEOUT_S, None
+                while status not in ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"):
+                    alive = process.poll() is None
+                    assert alive and time.monotonic() < deadline, (home / "daemon.log").read_text()[-3000:]
+                    time.sleep(2)
+                    answer = graphql(port, BACKFILL_STATUS, {"id": launched["backfillId"]})
+                    status = answer["partitionBackfillOrError"]["status"]
+            finally:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
+    assert status in ("COMPLETED", "COMPLETED_SUCCESS"), (home / "daemon.log").read_text()[-3000:]
+    runs = ranges_run(home)
+    assert len(runs) == 1 and (runs[0][RANGE_START_TAG], runs[0][RANGE_END_TAG]) == (keys[0], keys[-1])
+    assert runs[0]["dagster/backfill"] == launched["backfillId"]
+    assert shared.written(RANGE_UI) == per_partition
 
 
 NAME_ROUNDS = 2
