@@ -12,9 +12,12 @@ its own process (peak RSS = that process's high-water mark):
 - cold: the same tick with no state (the whole 24 h window for every name);
 - naive: one query per name for its last 288 values, one index request per forecast document;
 - dagster run: ``tick_job`` executed as ``dagster job execute`` (process start, imports, run);
-- backfill: one day (288 partitions) through ``python -m tauxcharge_assets backfill`` (1,000 names).
+- backfill: one day (288 partitions) and seven days (2,016) through ``python -m tauxcharge_assets
+  backfill`` (1,000 names): one Dagster run over the range (a single-run backfill);
+- shards: the steady tick of the largest scale as 4 name shards, 4 processes at once (per-shard cost).
 
-``--small`` is the CI version (20 names, 2 days, a few partitions, everything in this process).
+``--small`` is the CI version (20 names, 2 days, a few partitions, everything in this process: the
+range run and two name shards included).
 """
 
 from __future__ import annotations
@@ -47,7 +50,9 @@ class Settings:
     port: int = 9270
     home: Path = REPO / ".tauxcharge" / "tick_benchmark"
     backfill_partitions: int = 288
+    backfill_days: tuple[int, ...] = (1, 7)  # each a range of backfill_partitions x days, one run
     backfill_names: int = 1000
+    shards: int = 4  # name shards of the largest scale's steady tick; 0: not measured
     naive_max_names: int = 1000
     dagster_runs: bool = True
     backfill_functions: bool = False
@@ -227,11 +232,40 @@ def dagster_runs(keys: list[str], warmup: list[str], prefix: str) -> dict:
 
 
 def backfill_run(keys: list[str], prefix: str) -> dict:
-    """The operator's backfill command over ``keys`` (one Dagster run per partition, one process)."""
+    """The operator's backfill command over ``keys``: one Dagster run over the range, one process."""
     env = {**os.environ, "TAUXCHARGE_INDEX_PREFIX": prefix}
     command = [sys.executable, "-m", "tauxcharge_assets", "backfill", "--start", keys[0], "--end", keys[-1]]
     wall, rss, _ = run_process(command, env)
     return {"total": wall, "partitions": len(keys), "peak_rss_mib": rss}
+
+
+def sharded_ticks(keys: list[str], warmup: list[str], prefix: str, count: int, settings: Settings) -> dict:
+    """The steady tick as ``count`` name shards, each in its own process, all started together (in this
+    process one after the other with ``in_process``); each shard warms up on ``warmup`` first."""
+    env = {**os.environ, "TAUXCHARGE_INDEX_PREFIX": prefix}
+    if settings.in_process:
+        import tick_scenarios
+
+        os.environ["TAUXCHARGE_INDEX_PREFIX"] = prefix
+        started = time.perf_counter()
+        shards = [tick_scenarios.run_ticks("steady", keys, warmup, False, (i, count)) for i in range(count)]
+        return {"count": count, "wall_s": time.perf_counter() - started, "shards": [summarise(r) for r in shards]}
+    outs, processes = [], []
+    started = time.perf_counter()
+    for index in range(count):
+        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
+            outs.append(Path(handle.name))
+        command = [sys.executable, str(HERE / "tick_scenarios.py"), "shard", "--shard", f"{index}/{count}"]
+        command += ["--keys", ",".join(keys), "--warmup", ",".join(warmup), "--out", str(outs[-1])]
+        processes.append(subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL))
+    codes = [process.wait() for process in processes]
+    wall = time.perf_counter() - started
+    if any(codes):
+        raise RuntimeError(f"a shard's process failed: exit codes {codes}")
+    results = [json.loads(out.read_text()) for out in outs]
+    for out in outs:
+        out.unlink()
+    return {"count": count, "wall_s": wall, "shards": [summarise(r) for r in results]}
 
 
 def storage_per_partition(key: str, prefix: str) -> dict[str, int]:
@@ -335,10 +369,10 @@ def run_benchmark(settings: Settings, log=print) -> dict:
         scale = results["scales"][str(dataset.n_names)]
         prefix = dataset.prefix
         backfill = dataset.n_names == settings.backfill_names or (settings.in_process and dataset is datasets[0])
-        # The backfill covers the partitions just before the timed ones: no stored state precedes it.
+        # The backfills cover the partitions just before the timed ones: no stored state precedes them.
         backfill_end = (end - (settings.runs + 2) * pd.Timedelta(minutes=STEP_MINUTES)).isoformat()
         day = partition_keys(backfill_end, settings.backfill_partitions)
-        first = day[0] if backfill else keys[0]
+        first = keys[0]
         reset_outputs(client, dataset)
         clear_kept_state(dataset.indices)
         scale["primed_forecasts"] = prime_forecasts(
@@ -363,12 +397,24 @@ def run_benchmark(settings: Settings, log=print) -> dict:
             else:
                 scale["dagster_run"] = summarise(dagster_runs(timed, warm, prefix))
             scale["storage_bytes"] = storage_per_partition(timed[-1], prefix)
+        if settings.shards and dataset is datasets[-1]:
+            log(f"[{dataset.n_names} names] {settings.shards} name shards at once ...")
+            scale["shards"] = sharded_ticks(timed, [*prime, *warm], prefix, settings.shards, settings)
         if backfill:
             log(f"[{dataset.n_names} names] backfill of {len(day)} partitions ...")
             if settings.in_process or settings.backfill_functions:
                 scale["backfill_functions"] = scenario("backfill_functions", day, [], prefix, settings, False)
-            if settings.dagster_runs and not settings.in_process:
-                scale["backfill_dagster"] = backfill_run(day, prefix)
+            if settings.in_process:
+                import tick_scenarios
+
+                clear_kept_state(dataset.indices)
+                scale["backfill_range_inprocess"] = tick_scenarios.run_range_inprocess(day)
+            elif settings.dagster_runs:
+                for days in settings.backfill_days:
+                    keys_of_range = partition_keys(backfill_end, settings.backfill_partitions * days)
+                    log(f"[{dataset.n_names} names] backfill of {days} day(s): {len(keys_of_range)} partitions ...")
+                    clear_kept_state(dataset.indices)
+                    scale[f"backfill_dagster_{days}d"] = backfill_run(keys_of_range, prefix)
     if started_server is not None:
         es_server.stop(started_server)
     return results
@@ -381,7 +427,9 @@ def main() -> None:
     parser.add_argument("--url", help="an Elasticsearch to use instead of starting one on --port")
     parser.add_argument("--port", type=int, default=9270)
     parser.add_argument("--end", default="2026-11-23T00:00Z", help="end of the simulated data")
-    parser.add_argument("--backfill-partitions", type=int, default=288)
+    parser.add_argument("--backfill-partitions", type=int, default=288, help="partitions in a day's backfill")
+    parser.add_argument("--backfill-days", default="1,7", help="comma-separated lengths (days) of the backfills")
+    parser.add_argument("--shards", type=int, default=4, help="name shards of the largest scale's tick (0: none)")
     parser.add_argument("--naive-max-names", type=int, default=1000, help="skip the naive tick above this scale")
     parser.add_argument("--no-dagster", action="store_true", help="skip the Dagster runs and the Dagster backfill")
     parser.add_argument("--backfill-functions", action="store_true", help="also time the backfill without Dagster")
@@ -398,6 +446,8 @@ def main() -> None:
         port=args.port,
         end=args.end,
         backfill_partitions=args.backfill_partitions,
+        backfill_days=tuple(int(d) for d in args.backfill_days.split(",") if d),
+        shards=args.shards,
         naive_max_names=args.naive_max_names,
         dagster_runs=not args.no_dagster,
         backfill_functions=args.backfill_functions,
@@ -432,6 +482,7 @@ def small_settings(settings: Settings) -> Settings:
     settings.runs = 1
     settings.backfill_partitions = 3
     settings.backfill_names = 20
+    settings.shards = 2
     settings.in_process = True
     settings.home = Path(tempfile.mkdtemp(prefix="tickbench-small-"))
     settings.stub_model = True

@@ -160,8 +160,10 @@ def _instance() -> object:
     return DagsterInstance.ephemeral()
 
 
-def tick(key: str, res: dict[str, object], timers: Timers, incremental: bool = True) -> dict[str, object]:
-    """The six tick assets for one partition, called directly, in dependency order."""
+def tick(
+    key: str, res: dict[str, object], timers: Timers, incremental: bool = True, shard: tuple[int, int] = (0, 1)
+) -> dict[str, object]:
+    """The six tick assets for one partition, called directly, in dependency order (of one name shard's names)."""
     from dagster import build_asset_context
 
     from tauxcharge_assets.defs.features.assets import encoded_names, sequence_tensors
@@ -172,13 +174,14 @@ def tick(key: str, res: dict[str, object], timers: Timers, incremental: bool = T
         return build_asset_context(partition_key=key, resources=res, instance=_instance())
 
     with timers.stage("fetch"):
-        raw = raw_es_extract(context(), config=ExtractConfig(incremental=incremental))
+        extract = ExtractConfig(incremental=incremental, shard_index=shard[0], shard_count=shard[1])
+        raw = raw_es_extract(context(), config=extract)
     with timers.stage("clean"):
-        cleaned = cleaned_series(config=CleaningConfig(), raw_es_extract=raw.value).value
+        cleaned = cleaned_series(context(), config=CleaningConfig(), raw_es_extract=raw.value).value
     with timers.stage("encode"):
         ids = encoded_names(context(), cleaned_series=cleaned).value
     with timers.stage("sequences"):
-        sequences = sequence_tensors(cleaned_series=cleaned, encoded_names=ids).value
+        sequences = sequence_tensors(context(), cleaned_series=cleaned, encoded_names=ids).value
     with timers.stage("forecast"):
         frame = serving.forecasts(context(), sequence_tensors=sequences).value
     with timers.stage("anomalies"):
@@ -213,7 +216,7 @@ def naive_tick(key: str, res: dict[str, object], timers: Timers) -> dict[str, ob
     with timers.stage("encode"):
         ids = encoded_names(context(), cleaned_series=cleaned).value
     with timers.stage("sequences"):
-        sequences = sequence_tensors(cleaned_series=cleaned, encoded_names=ids).value
+        sequences = sequence_tensors(context(), cleaned_series=cleaned, encoded_names=ids).value
     batched_write = serving.bulk_write
 
     def write_one_by_one(client: object, index: str, documents: object, **_: object) -> int:
@@ -232,7 +235,9 @@ def naive_tick(key: str, res: dict[str, object], timers: Timers) -> dict[str, ob
     return {"read": "per name", "documents_read": len(raw)}
 
 
-def run_ticks(scenario: str, keys: list[str], warmup: list[str], profile: bool) -> dict[str, object]:
+def run_ticks(
+    scenario: str, keys: list[str], warmup: list[str], profile: bool, shard: tuple[int, int] = (0, 1)
+) -> dict[str, object]:
     """Warm-up partitions untimed, then every key timed separately; returns per-run stage seconds."""
     res = resources()
     runner: Callable[[str, dict[str, object], Timers], dict[str, object]]
@@ -242,7 +247,7 @@ def run_ticks(scenario: str, keys: list[str], warmup: list[str], profile: bool) 
         incremental = scenario != "cold"
 
         def runner(key: str, res: dict[str, object], timers: Timers) -> dict[str, object]:
-            return tick(key, res, timers, incremental=incremental)
+            return tick(key, res, timers, incremental=incremental, shard=shard)
 
     for key in warmup:
         runner(key, res, Timers())
@@ -283,6 +288,17 @@ def run_backfill_functions(keys: list[str]) -> dict[str, object]:
     return {"total": time.perf_counter() - started, "partitions": len(keys), "reads": dict(reads)}
 
 
+def run_range_inprocess(keys: list[str]) -> dict[str, object]:
+    """The tick assets over ``keys`` as one Dagster run in this process (a single-run backfill)."""
+    from dagster import DagsterInstance
+
+    from tauxcharge_assets.cli.runner import materialize_range
+
+    started = time.perf_counter()
+    run_id = materialize_range(keys[0], keys[-1], resources(), DagsterInstance.get())
+    return {"total": time.perf_counter() - started, "partitions": len(keys), "run_id": run_id}
+
+
 def run_dagster_inprocess(keys: list[str], warmup: list[str]) -> dict[str, object]:
     """The tick assets materialized as Dagster runs in this process (no process start), like the backfill CLI."""
     from dagster import DagsterInstance, materialize
@@ -312,10 +328,13 @@ def main() -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("scenario", choices=["steady", "cold", "naive", "backfill_functions", "dagster_inprocess"])
+    parser.add_argument(
+        "scenario", choices=["steady", "cold", "naive", "shard", "backfill_functions", "dagster_inprocess"]
+    )
     parser.add_argument("--keys", required=True, help="comma-separated partition keys to time")
     parser.add_argument("--warmup", default="", help="comma-separated partition keys run first, untimed")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--shard", default="0/1", help="INDEX/COUNT: the name shard a 'shard' scenario ticks")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     keys, warmup = args.keys.split(","), [k for k in args.warmup.split(",") if k]
@@ -324,7 +343,9 @@ def main() -> None:
     elif args.scenario == "dagster_inprocess":
         result = run_dagster_inprocess(keys, warmup)
     else:
-        result = run_ticks(args.scenario, keys, warmup, args.profile)
+        index, count = (int(part) for part in args.shard.split("/"))
+        scenario = "steady" if args.scenario == "shard" else args.scenario
+        result = run_ticks(scenario, keys, warmup, args.profile, shard=(index, count))
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     Path(args.out).write_text(json.dumps(result, indent=2, default=str))
 

@@ -62,6 +62,9 @@ def test_the_small_benchmark_runs_and_incremental_equals_cold(
     assert scale["backfill_functions"]["partitions"] == settings.backfill_partitions
     assert scale["backfill_functions"]["reads"] == {"cold": 1, "incremental": settings.backfill_partitions - 1}
     assert scale["storage_bytes"]["cleaned_series"] > 0
+    assert scale["backfill_range_inprocess"]["partitions"] == settings.backfill_partitions  # one run, the range
+    assert scale["shards"]["count"] == 2 and all(shard["median_s"] > 0 for shard in scale["shards"]["shards"])
+    assert [shard["reads"] for shard in scale["shards"]["shards"]] == [["incremental"] * settings.runs] * 2
     markdown = tmp_path / "BENCHMARKS.md"
     markdown.write_text("# Benchmarks\n\n## Forecast quality\n\nkept as is\n")
     results["command"], results["machine"] = "pytest", tick_report.machine()
@@ -70,3 +73,4 @@ def test_the_small_benchmark_runs_and_incremental_equals_cold(
     text = markdown.read_text()
     assert text.count(tick_report.SECTION) == 1 and text.count(tick_report.START) == 1
     assert "kept as is" in text and "| steady tick, functions" in text
+    assert "| steady tick, one name shard" in text

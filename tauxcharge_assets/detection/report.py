@@ -299,11 +299,13 @@ def report_tick(
     forecast_lookback_slots: int = 36,
     use_kept_forecasts: bool = True,
     shard: Shard | None = None,
+    refresh: bool = True,
 ) -> TickReport:
     """Score this tick's newest slots, keep the next hour's checkpoint and the one-step forecasts, write the
     anomalies and remove a rerun's stale ones. ``issued``: this tick's forecasts (finite rows). A name
     shard's tick (``actuals`` holds its names) keeps its own checkpoints and forecasts, and removes only
-    its own names' stale anomalies."""
+    its own names' stale anomalies. ``refresh=False`` (a range's partitions but its last) leaves the anomalies
+    to the index's own refresh."""
     end = to_utc(window_end)
     shard = shard or Shard()
     checkpoints = CheckpointStore(client, indices.detector_state, config, shard=shard)
@@ -332,7 +334,7 @@ def report_tick(
     keep_from = end - STEP * (max(forecast_lookback_slots, evaluated_slots) - 1)
     store.save(kept_forecasts.carry_forward(earlier, issued, keep_from, end + STEP))
     documents = list(anomaly_documents(scores.flagged, partition_key, end))
-    written = bulk_write(client, indices.anomalies, documents)
+    written = bulk_write(client, indices.anomalies, documents, refresh=refresh)
     # A rerun (a backfill after a detector or model change) must not leave what it no longer finds.
     this_partition: dict[str, Any] = {"term": {"partition_key": partition_key}}
     if shard.sharded:

@@ -247,8 +247,8 @@ def quarantined_documents(
         without_any_time = count_documents(client, elasticsearch.indices.metrics, _WITHOUT_ANY_TIME)
         return for_each_partition(
             context,
-            lambda key, _last, raw, cleaned: _quarantine(
-                key, config, client, elasticsearch.indices, raw, cleaned, without_any_time
+            lambda key, last, raw, cleaned: _quarantine(
+                key, config, client, elasticsearch.indices, raw, cleaned, without_any_time, refresh=last
             ),
             raw_es_extract,
             cleaned_series,
@@ -264,6 +264,7 @@ def _quarantine(
     raw_es_extract: RawExtract,
     cleaned_series: CleanedSeries,
     without_any_time: int,
+    refresh: bool = True,
 ) -> Output[QuarantineSummary]:
     bounds = tick_window(partition_key)
     window, rules = raw_es_extract.window(), cleaned_series.rules
@@ -273,7 +274,7 @@ def _quarantine(
     listed = quarantine.entries(arrivals, window, rules, names.metrics, partition_key)
     index = names.daily(names.quarantine, bounds.start)
     if listed:
-        bulk_write(client, index, listed)
+        bulk_write(client, index, listed, refresh=refresh)
     if shard.sharded:
         own = {str(name) for name in window.names} | {str(name) for name in arrivals.batch.name if name}
         arrived_query = quarantine.shard_arrivals_query(bounds.start, bounds.end, sorted(own), shard.index == 0)

@@ -69,7 +69,8 @@ def forecasts(
         def forecast(key: str, last: bool, sequences: SequenceTensors) -> Output[pd.DataFrame]:
             newest_of_range = last and len(context.partition_keys) > 1
             plot = newest_of_range or tick_window(key).end.minute // 5 % config.plot_every_ticks == 0
-            return _forecast(key, model, version, mlflow, client, elasticsearch.indices.forecasts, sequences, plot)
+            index = elasticsearch.indices.forecasts
+            return _forecast(key, model, version, mlflow, client, index, sequences, plot, refresh=last)
 
         return for_each_partition(context, forecast, sequence_tensors, totals=("documents_written",))
 
@@ -83,7 +84,9 @@ def _forecast(
     index: str,
     sequence_tensors: SequenceTensors,
     plot: bool,
+    refresh: bool = True,
 ) -> Output[pd.DataFrame]:
+    """One partition's forecasts; a range refreshes the index once, after its last partition (~0.03 s each)."""
     quantiles, methods = model.forecast_tick(
         sequence_tensors.names,
         sequence_tensors.name_ids,
@@ -93,7 +96,7 @@ def _forecast(
     )
     frame = forecast_frame(sequence_tensors, quantiles, mlflow.registered_model_name, version, partition_key, methods)
     finite = written_forecasts(frame)
-    written = bulk_write(client, index, forecast_documents(finite))
+    written = bulk_write(client, index, forecast_documents(finite), refresh=refresh)
     next_values = frame[frame["horizon_steps"] == 1][["name", "target_timestamp", "lower", "value", "upper"]]
     metadata: dict[str, object] = {
         "names_forecast": len(sequence_tensors.names),
@@ -196,8 +199,8 @@ def anomaly_report(
     with unavailable_as_failure():
         client = elasticsearch.get_client()
 
-        def report(key: str, _last: bool, cleaned: CleanedSeries, issued: pd.DataFrame) -> Output[pd.DataFrame]:
-            return _report(key, config, client, elasticsearch, alerts, cleaned, issued)
+        def report(key: str, last: bool, cleaned: CleanedSeries, issued: pd.DataFrame) -> Output[pd.DataFrame]:
+            return _report(key, config, client, elasticsearch, alerts, cleaned, issued, refresh=last)
 
         return for_each_partition(context, report, cleaned_series, forecasts, totals=("anomalies", "critical"))
 
@@ -210,6 +213,7 @@ def _report(
     alerts: AlertWebhookResource,
     cleaned_series: CleanedSeries,
     forecasts: pd.DataFrame,
+    refresh: bool = True,
 ) -> Output[pd.DataFrame]:
     window = tick_window(partition_key)
     report = report_tick(
@@ -225,6 +229,7 @@ def _report(
         config.forecast_lookback_slots,
         config.incremental,
         cleaned_series.shard,
+        refresh,
     )
     alerted = _alert_critical(alerts, client, elasticsearch, report.scores.scored, partition_key)
     return Output(
