@@ -139,8 +139,9 @@ def test_a_range_run_stores_one_file_per_partition_and_loads_them_one_at_a_time(
     for day in range(3, 8):  # every partition of the range kept (just written), whatever keep_latest says
         with (tmp_path / "storage" / "day_square" / f"2026-11-0{day}").open("rb") as handle:
             assert pickle.load(handle) == day * day
-    metadata = result.asset_materializations_for_node("day_square")[-1].metadata
-    assert metadata["partitions"].value == 5 and metadata["value"].value == 49  # the newest partition's
+    events = result.asset_materializations_for_node("day_square")
+    assert {e.partition: e.metadata["value"].value for e in events} == {f"2026-11-0{d}": d * d for d in range(3, 8)}
+    assert {e.metadata["partitions"].value for e in events} == {5}  # each partition's own, plus the range's
     single = materialize([day_number], resources={"io_manager": manager}, partition_key="2026-11-09")
     assert single.success and single.output_for_node("day_number") == 9
 

@@ -100,8 +100,9 @@ def for_each_partition(
 ) -> Output:
     """``compute(key, is_last, *values)`` for each partition of the run, oldest first.
 
-    One partition: its ``Output`` as is. A range: the outputs in a ``PartitionOutputs``, with the newest
-    partition's metadata, the range, and the sums of the ``totals`` metadata keys; progress is logged.
+    One partition: its ``Output`` as is. A range: the outputs in a ``PartitionOutputs``; each partition's
+    materialization gets that partition's own metadata (``add_asset_metadata``) plus the range's (its
+    bounds, its seconds, the sums of the ``totals`` metadata keys); progress is logged.
     """
     keys = list(context.partition_keys)
     if len(keys) == 1:
@@ -113,6 +114,7 @@ def for_each_partition(
         for i, key in enumerate(keys):
             last = compute(key, i == len(keys) - 1, *(value_for(value, key) for value in inputs))
             outputs.add(key, last.value)
+            context.add_asset_metadata(dict(last.metadata), partition_key=key)
             for name in totals:
                 summed[name] += _number(last.metadata.get(name))
             if (i + 1) % PROGRESS_EVERY == 0 or i + 1 == len(keys):
@@ -128,7 +130,6 @@ def for_each_partition(
     return Output(
         outputs,
         metadata={
-            **last.metadata,
             "partitions": len(keys),
             "partition_range": f"{keys[0]} .. {keys[-1]}",
             "range_seconds": round(time.perf_counter() - started, 3),
