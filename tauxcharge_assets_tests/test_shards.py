@@ -1,5 +1,5 @@
-"""Name shards and partition ranges, without the server: who owns which name, the sharded schedule, and the
-IO manager's range outputs (one file per partition, loaded one at a time)."""
+"""Name shards and partition ranges: who owns which name, what Elasticsearch sends each shard, the sharded
+schedule, and the IO manager's range outputs (one file per partition, loaded one at a time)."""
 
 import datetime
 import os
@@ -30,6 +30,7 @@ from tauxcharge_assets.defs.io_manager import RetainedFilesystemIOManager
 from tauxcharge_assets.defs.ranges import LazyPartitions, for_each_partition
 from tauxcharge_assets.defs.serving.jobs import tick_job
 from tauxcharge_assets.defs.serving.schedules import SHARD_TAG, sharded_tick_schedule
+from tauxcharge_assets.elastic.bulk import bulk_write, scan_pit
 from tauxcharge_assets.window.incremental import ShardReader
 
 
@@ -151,3 +152,27 @@ def test_a_sharded_run_keeps_its_outputs_in_its_own_folder(tmp_path: Path) -> No
     assert materialize([day_number], resources={"io_manager": manager}, partition_key="2026-11-02").success
     assert (tmp_path / "day_number" / "@shard-1-of-4" / "2026-11-02").exists()
     assert not (tmp_path / "day_number" / "2026-11-02").exists()
+
+
+def test_the_prefilter_sends_a_shard_its_known_names_and_every_name_not_known_yet(es_resource) -> None:
+    """Known names of other shards never leave Elasticsearch; new names and nameless documents do, and
+    ``take`` keeps this shard's: together the shards read every document exactly once."""
+    client, index = es_resource.get_client(), es_resource.indices.metrics
+    known = [f"known-{i}" for i in range(12)]
+    new = [f"new-{i}" for i in range(6)]
+    documents = [
+        (f"d-{name}", {"name": name, "timestamp": "2026-11-30T00:00:00Z", "value": 1.0}) for name in known + new
+    ]
+    documents.append(("d-nameless", {"timestamp": "2026-11-30T00:00:00Z", "value": 1.0}))
+    bulk_write(client, index, documents)
+    seen: list[object] = []
+    for number in range(3):
+        shard = Shard(number, 3)
+        query = {"bool": {"filter": [shard.prefilter(known)]}}
+        sent = {hit["_source"].get("name") for hit in scan_pit(client, index, query)}
+        assert sent >= {name for name in known if shard_of(name, 3) == number} | set(new) | {None}
+        assert not sent & {name for name in known if shard_of(name, 3) != number}  # never sent
+        kept = shard.take(DocumentBatch(np.array(sorted(sent, key=str), dtype=object), *[np.zeros(len(sent))] * 3))
+        seen += kept.name.tolist()
+    assert sorted(seen, key=str) == sorted([*known, *new, None], key=str)
+    assert Shard(0, 1).prefilter(known) is None

@@ -265,13 +265,18 @@ def read_window(
     as_of: datetime,
     recent_since: datetime,
     slices: int = 2,
+    only: Mapping[str, Any] | None = None,
 ) -> tuple[DocumentBatch, DocumentBatch]:
     """A cold read in one snapshot: (older documents without ids, recent documents with their ids).
 
     Only the recent ones need ids (the next tick's read overlaps them); fetching ids for 2.88M
-    documents would cost parsing time for nothing.
+    documents would cost parsing time for nothing. ``only``: a clause both reads also filter on.
     """
+    before, recent_query = before_query(start, end, as_of, recent_since), since_query(start, end, as_of, recent_since)
+    if only is not None:
+        before["bool"]["filter"].append(only)
+        recent_query["bool"]["filter"].append(only)
     with point_in_time(client, index) as pit:
-        older = read_batch(client, index, before_query(start, end, as_of, recent_since), pit=pit, slices=slices)
-        recent = read_batch(client, index, since_query(start, end, as_of, recent_since), with_ids=True, pit=pit)
+        older = read_batch(client, index, before, pit=pit, slices=slices)
+        recent = read_batch(client, index, recent_query, with_ids=True, pit=pit)
     return older, recent

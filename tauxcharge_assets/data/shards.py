@@ -5,14 +5,20 @@ A name belongs to shard ``crc32(name) % count``: stable across processes, machin
 balanced (2,500 ± 50 names per shard of 10,000 simulated ones). Documents without a usable name go to
 shard 0, so every document is some shard's. One model and one names index serve every shard.
 
-Each shard keeps its own tick state (rolling window, kept forecasts, detector checkpoints) and reads
-only its own documents after the read; ``count == 1`` is the unsharded tick, byte for byte.
+Each shard keeps its own tick state (rolling window, kept forecasts, detector checkpoints) and reads its
+own documents: Elasticsearch filters on the shard's names known to the names index (``prefilter``: the
+other shards' known names are never sent), and ``take`` drops the other shards' new names from what
+comes back. ``count == 1`` is the unsharded tick, byte for byte. A ``terms`` list of every known name
+holds up to Elasticsearch's 65,536 terms per query: past that, see BENCHMARKS.md's plan for 1,000,000
+names (the shard written on each document at ingestion).
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -56,6 +62,17 @@ class Shard:
         named = codes >= 0
         result[named] = owned[codes[named]]  # one hash per distinct name: 2.9M documents of 10,000 names
         return result
+
+    def prefilter(self, known_names: Iterable[str]) -> dict[str, Any] | None:
+        """A query clause that lets Elasticsearch skip the other shards' known names: this shard's known names,
+        or any name not known yet (new names, documents without one; ``take`` then keeps this shard's).
+        None unsharded. ``known_names``: the names index's, read each tick."""
+        if not self.sharded:
+            return None
+        known = sorted(set(known_names))
+        own = [name for name in known if shard_of(name, self.count) == self.index]
+        unknown = {"bool": {"must_not": {"terms": {"name": known}}}} if known else {"match_all": {}}
+        return {"bool": {"should": [{"terms": {"name": own}}, unknown], "minimum_should_match": 1}}
 
     def take(self, batch: DocumentBatch) -> DocumentBatch:
         """The documents of ``batch`` that belong to this shard."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import pandas as pd
 from elasticsearch import Elasticsearch
@@ -64,14 +64,18 @@ class Reader(Protocol):
 class ElasticsearchReader:
     client: Elasticsearch
     index: str
+    only: dict[str, Any] | None = None  # a clause every read also filters on (a name shard's prefilter)
 
     def window(
         self, start: pd.Timestamp, end: pd.Timestamp, as_of: pd.Timestamp, recent_since: pd.Timestamp
     ) -> tuple[DocumentBatch, DocumentBatch]:
-        return read_window(self.client, self.index, start, end, as_of, recent_since)
+        return read_window(self.client, self.index, start, end, as_of, recent_since, only=self.only)
 
     def since(self, start: pd.Timestamp, end: pd.Timestamp, as_of: pd.Timestamp, since: pd.Timestamp) -> DocumentBatch:
-        return read_batch(self.client, self.index, since_query(start, end, as_of, since), with_ids=True)
+        query = since_query(start, end, as_of, since)
+        if self.only is not None:
+            query["bool"]["filter"].append(self.only)
+        return read_batch(self.client, self.index, query, with_ids=True)
 
 
 @dataclass(frozen=True)

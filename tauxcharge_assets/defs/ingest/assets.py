@@ -27,6 +27,7 @@ from pydantic import Field
 
 from tauxcharge_assets.data import cleaning, quarantine
 from tauxcharge_assets.data.cleaning import CleanedSeries, CleaningRules, clean_window, value_counts
+from tauxcharge_assets.data.name_ids import load_name_ids
 from tauxcharge_assets.data.shards import Shard
 from tauxcharge_assets.defs.partitions import tick_partitions, tick_window
 from tauxcharge_assets.defs.ranges import for_each_partition, one_or_range
@@ -96,9 +97,10 @@ def raw_es_extract(
         malformed = count_malformed_timestamps(client, index)
         carry = len(context.partition_keys) > 1
         shard = Shard(config.shard_index, config.shard_count)
+        only = shard.prefilter(load_name_ids(client, elasticsearch.indices.names)) if shard.sharded else None
         return for_each_partition(
             context,
-            lambda key, _last: _extract(key, config, client, index, malformed, carry, shard),
+            lambda key, _last: _extract(key, config, client, index, malformed, carry, shard, only),
             totals=("documents_read",),
         )
 
@@ -111,9 +113,10 @@ def _extract(
     malformed: int,
     carry: bool,
     shard: Shard,
+    only: dict | None,
 ) -> Output[RawExtract]:
     window_bounds = tick_window(partition_key)
-    reader = ElasticsearchReader(client, index)
+    reader = ElasticsearchReader(client, index, only)
     window, report = update_window(
         ShardReader(reader, shard) if shard.sharded else reader,
         window_bounds.end,
