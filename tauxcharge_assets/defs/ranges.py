@@ -24,11 +24,32 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetCheckResult, AssetExecutionContext, DagsterType, MetadataValue, Output
+from dagster import (
+    AssetCheckResult,
+    AssetExecutionContext,
+    AssetsDefinition,
+    BackfillPolicy,
+    DagsterType,
+    MetadataValue,
+    Output,
+    asset,
+)
 
+from tauxcharge_assets.defs.partitions import tick_partitions
+from tauxcharge_assets.defs.resources import TICK_RETRY_POLICY
 from tauxcharge_assets.settings import data_dir
 
 PROGRESS_EVERY = 12  # a log line per hour of partitions
+
+
+def tick_asset(**kwargs: Any) -> Callable[[Callable[..., Any]], AssetsDefinition]:
+    """``@asset`` for the tick: 5-minute partitions, the tick's retry policy, and backfills as one run."""
+    return asset(
+        retry_policy=TICK_RETRY_POLICY,
+        partitions_def=tick_partitions,
+        backfill_policy=BackfillPolicy.single_run(),
+        **kwargs,
+    )
 
 
 class PartitionOutputs(Mapping[str, Any]):

@@ -1,19 +1,15 @@
 """Tick assets that turn cleaned series into model inputs."""
 
-from dagster import AssetExecutionContext, AssetIn, BackfillPolicy, Output, asset
+from dagster import AssetExecutionContext, AssetIn, Output
 
 from tauxcharge_assets.data.cleaning import CleanedSeries
 from tauxcharge_assets.data.name_ids import assign_name_ids
 from tauxcharge_assets.data.sequences import SequenceTensors, build_sequences
-from tauxcharge_assets.defs.partitions import tick_partitions
-from tauxcharge_assets.defs.ranges import for_each_partition, one_or_range
-from tauxcharge_assets.defs.resources import TICK_RETRY_POLICY, ElasticsearchResource, unavailable_as_failure
+from tauxcharge_assets.defs.ranges import for_each_partition, one_or_range, tick_asset
+from tauxcharge_assets.defs.resources import ElasticsearchResource, unavailable_as_failure
 
 
-@asset(
-    retry_policy=TICK_RETRY_POLICY,
-    partitions_def=tick_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
+@tick_asset(
     group_name="features",
     kinds={"elasticsearch"},
     ins={"cleaned_series": AssetIn(dagster_type=one_or_range(CleanedSeries))},
@@ -43,10 +39,7 @@ def encoded_names(
         return for_each_partition(context, encode, cleaned_series, totals=("new_names",))
 
 
-@asset(
-    retry_policy=TICK_RETRY_POLICY,
-    partitions_def=tick_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
+@tick_asset(
     group_name="features",
     kinds={"numpy"},
     ins={

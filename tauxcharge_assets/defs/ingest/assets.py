@@ -12,7 +12,6 @@ import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetIn,
-    BackfillPolicy,
     Config,
     Failure,
     MetadataValue,
@@ -20,7 +19,6 @@ from dagster import (
     TableColumn,
     TableRecord,
     TableSchema,
-    asset,
 )
 from elasticsearch import Elasticsearch
 from pydantic import Field
@@ -29,9 +27,9 @@ from tauxcharge_assets.data import cleaning, quarantine
 from tauxcharge_assets.data.cleaning import CleanedSeries, CleaningRules, clean_window, value_counts
 from tauxcharge_assets.data.name_ids import load_name_ids
 from tauxcharge_assets.data.shards import Shard
-from tauxcharge_assets.defs.partitions import tick_partitions, tick_window
-from tauxcharge_assets.defs.ranges import for_each_partition, one_or_range
-from tauxcharge_assets.defs.resources import TICK_RETRY_POLICY, ElasticsearchResource, unavailable_as_failure
+from tauxcharge_assets.defs.partitions import tick_window
+from tauxcharge_assets.defs.ranges import for_each_partition, one_or_range, tick_asset
+from tauxcharge_assets.defs.resources import ElasticsearchResource, unavailable_as_failure
 from tauxcharge_assets.elastic.bulk import bulk_write
 from tauxcharge_assets.elastic.indices import IndexNames, drop_expired_daily
 from tauxcharge_assets.elastic.queries import count_documents, count_malformed_timestamps
@@ -77,10 +75,7 @@ class ExtractConfig(Config):
     shard_count: int = Field(default=1, description="How many name shards the names are split into; 1: all names")
 
 
-@asset(
-    retry_policy=TICK_RETRY_POLICY,
-    partitions_def=tick_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
+@tick_asset(
     group_name="ingest",
     kinds={"elasticsearch"},
 )
@@ -164,10 +159,7 @@ class CleaningConfig(Config):
     max_gap_fill: int = 3
 
 
-@asset(
-    retry_policy=TICK_RETRY_POLICY,
-    partitions_def=tick_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
+@tick_asset(
     group_name="ingest",
     kinds={"pandas"},
     ins={"raw_es_extract": AssetIn(dagster_type=one_or_range(RawExtract))},
@@ -222,10 +214,7 @@ _WITHOUT_ANY_TIME = {"bool": {"must_not": [{"exists": {"field": "timestamp"}}, {
 _TABLE = TableSchema(columns=[TableColumn(key, "string") for key in ("name", "reason", "detail", "document_id")])
 
 
-@asset(
-    retry_policy=TICK_RETRY_POLICY,
-    partitions_def=tick_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
+@tick_asset(
     group_name="ingest",
     kinds={"elasticsearch"},
     ins={

@@ -3,7 +3,7 @@
 import dataclasses
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetIn, BackfillPolicy, Config, Failure, Output, asset
+from dagster import AssetExecutionContext, AssetIn, Config, Failure, Output
 from elasticsearch import Elasticsearch
 from pydantic import Field
 
@@ -12,11 +12,10 @@ from tauxcharge_assets.alerts.episodes import AlertLedger
 from tauxcharge_assets.alerts.webhook import AlertDeliveryError
 from tauxcharge_assets.data.cleaning import CleanedSeries
 from tauxcharge_assets.data.sequences import SequenceTensors
-from tauxcharge_assets.defs.partitions import tick_partitions, tick_window
-from tauxcharge_assets.defs.ranges import for_each_partition, one_or_range
+from tauxcharge_assets.defs.partitions import tick_window
+from tauxcharge_assets.defs.ranges import for_each_partition, one_or_range, tick_asset
 from tauxcharge_assets.defs.resources import (
     ALERT_WEBHOOK_VARIABLE,
-    TICK_RETRY_POLICY,
     AlertWebhookResource,
     ElasticsearchResource,
     MlflowResource,
@@ -40,10 +39,7 @@ class ForecastConfig(Config):
     )
 
 
-@asset(
-    retry_policy=TICK_RETRY_POLICY,
-    partitions_def=tick_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
+@tick_asset(
     group_name="serving",
     kinds={"tensorflow", "elasticsearch"},
     deps=["champion_model"],
@@ -175,10 +171,7 @@ class AnomalyConfig(Config):
         )
 
 
-@asset(
-    retry_policy=TICK_RETRY_POLICY,
-    partitions_def=tick_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
+@tick_asset(
     group_name="serving",
     kinds={"pandas", "elasticsearch"},
     ins={
