@@ -20,6 +20,7 @@ from tauxcharge_assets.data.simulator import SimulationSpec, simulate
 from tauxcharge_assets.defs.resources import ElasticsearchResource
 from tauxcharge_assets.elastic.bulk import bulk_write
 from tauxcharge_assets.window.incremental import ElasticsearchReader, cold_window, update_window
+from tauxcharge_assets.window.shared_store import SharedWindowStore, window_bytes, window_from_bytes
 from tauxcharge_assets.window.store import WindowStore
 
 STEP = pd.Timedelta(minutes=5)
@@ -227,6 +228,56 @@ def test_incremental_equals_cold_against_elasticsearch(es_resource: Elasticsearc
         assert report.documents_read < read / 10 or tick == 0
     late = clean_window(window).counts
     assert late["duplicates"] > 0 and late["documents"] > 0
+
+
+def assert_same_window(a, b) -> None:
+    for name in ("end_slot", "steps", "overlap_ns", "newest_ns"):
+        assert getattr(a, name) == getattr(b, name), name
+    for name in ("names", "present", "count", "value", "ingested", "off_grid", "slot_documents", "slot_unplaced",
+                 "slot_non_numeric"):  # fmt: skip
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+        assert getattr(a, name).dtype == getattr(b, name).dtype, name
+    for part in ("extra", "recent"):
+        assert getattr(a, part).keys() == getattr(b, part).keys()
+        for key, value in getattr(a, part).items():
+            np.testing.assert_array_equal(value, getattr(b, part)[key], err_msg=f"{part}.{key}")
+
+
+def test_a_window_round_trips_through_its_elasticsearch_bytes() -> None:
+    """Every array and count of a messy window (duplicates in ``extra``, recent ids) comes back exactly."""
+    reader = MemoryReader(messy_documents(3, n_names=10, start=T0, slots=60), now=T0 + 100 * STEP)
+    window, _ = cold_window(reader, T0 + 50 * STEP, steps=36)
+    assert len(window.extra["slot"]) and len(window.recent["id"])
+    assert_same_window(window_from_bytes(window_bytes(window)), window)
+
+
+def test_a_new_worker_starts_from_the_hourly_window_in_elasticsearch(
+    es_resource: ElasticsearchResource, tmp_path
+) -> None:
+    """Ticks on one worker keep the window ending on the hour in Elasticsearch; a worker with no window of
+    its own, 40 minutes later, starts from it and reads only what came since: the same cleaning as a cold
+    read. A window with a chunk missing is not used; one older than ``max_gap`` ticks is not either."""
+    client, index = es_resource.get_client(), es_resource.indices.metrics
+    end = pd.Timestamp("2026-03-04 00:00", tz="UTC")
+    sim = simulate(SimulationSpec(n_names=10, days=1.2, end=end, seed=8, late_rate=0.2, duplicate_rate=0.1))
+    bulk_write(client, index, list(sim.documents()))
+    reader = ElasticsearchReader(client, index)
+    shared = SharedWindowStore(client, es_resource.indices.window_state, index)
+    for tick_end in (end - 14 * STEP, end - 13 * STEP, end - 12 * STEP):  # the last one ends on the hour
+        update_window(reader, tick_end, WindowStore(tmp_path / "first"), shared=shared)
+    later = end - 4 * STEP
+    window, report = update_window(reader, later, WindowStore(tmp_path / "new"), shared=shared)
+    assert report.mode == "incremental" and "a new worker" in report.reason, report
+    cold, read = cold_window(reader, later)
+    assert_same_cleaning(window, cold)
+    assert report.documents_read < read / 5
+    hour = end - 12 * STEP
+    assert shared.latest_before(hour + STEP).end == hour
+    chunk = {"key": index, "window_end": hour.isoformat(), "chunk": 1, "chunks": 2, "state": ""}
+    assert bulk_write(client, es_resource.indices.window_state, [("half", chunk)])
+    assert shared.latest_before(hour + STEP) is None  # "chunks: 2" now, one of them missing: not used
+    _, report = update_window(reader, end + 3 * STEP, WindowStore(tmp_path / "newer"), shared=shared)
+    assert report.mode == "cold"
 
 
 def test_the_store_keeps_the_live_chain_and_the_last_writes(tmp_path) -> None:

@@ -43,6 +43,11 @@ class IndexNames:
         return f"{self.prefix}-detector-state"
 
     @property
+    def window_state(self) -> str:
+        """Hourly copies of the tick's rolling window, for a new worker (``window.shared_store``)."""
+        return f"{self.prefix}-window-state"
+
+    @property
     def alerts(self) -> str:
         """Alert events and the claims that make each episode's message go out once (``alerts.episodes``)."""
         return f"{self.prefix}-alerts"
@@ -121,6 +126,16 @@ _TEMPLATES: dict[str, dict[str, Any]] = {
             "day": {"type": "integer"},
             "shard": {"type": "keyword"},  # "i/n" for a name shard's checkpoint (data.shards); absent unsharded
             "state": {"type": "object", "enabled": False},  # kept in _source only, never indexed
+        },
+    },
+    "window_state": {  # hourly rolling windows in base64 chunks (window.shared_store)
+        "dynamic": "strict",
+        "properties": {
+            "key": {"type": "keyword"},
+            "window_end": {"type": "date"},
+            "chunk": {"type": "integer"},
+            "chunks": {"type": "integer"},
+            "state": {"type": "binary"},  # not searchable, kept in _source only
         },
     },
     "alerts": {  # events (record=event) and claims (record=claim) of alerts.episodes

@@ -31,6 +31,7 @@ from tauxcharge_assets.window.rolling import (
     new_documents,
     remember_recent,
 )
+from tauxcharge_assets.window.shared_store import SharedWindowStore
 from tauxcharge_assets.window.store import WindowStore
 
 
@@ -127,11 +128,17 @@ def update_window(
     overlap_minutes: float = 10.0,
     max_gap: int = 12,
     steps: int = WINDOW_STEPS,
+    shared: SharedWindowStore | None = None,
 ) -> tuple[RollingWindow, ReadReport]:
-    """This tick's window: from the stored previous one when usable, else a cold read; saved for the next tick."""
+    """This tick's window: from the stored previous one when usable (this worker's, else the hourly one in
+    Elasticsearch), else a cold read; saved for the next tick (and in Elasticsearch when it ends on the hour)."""
     started = time.perf_counter()
     end = to_utc(end)
     previous = store.latest_before(end, max_gap) if (store is not None and incremental) else None
+    from_shared = False
+    if previous is None and shared is not None and incremental:
+        previous = shared.latest_before(end, max_gap)
+        from_shared = previous is not None
     overlap_ns = int(overlap_minutes * 60 * 10**9)
     if previous is not None and (previous.steps != steps or previous.overlap_ns != overlap_ns):
         reason, previous = "the stored window has another length or overlap", None
@@ -142,7 +149,8 @@ def update_window(
             else (f"no stored window in the {max_gap} ticks before {end.isoformat()}")
         )
     else:
-        reason = f"previous window ends {previous.end.isoformat()}"
+        where = " (a new worker: the hourly window kept in Elasticsearch)" if from_shared else ""
+        reason = f"previous window ends {previous.end.isoformat()}{where}"
     if previous is None:
         window, read = cold_window(reader, end, steps, overlap_minutes)
         added, mode, previous_end = read, "cold", None
@@ -151,4 +159,6 @@ def update_window(
         mode, previous_end = "incremental", previous.end.isoformat()
     if store is not None:
         store.save(window)
+    if shared is not None and shared.due(window):
+        shared.save(window)
     return window, ReadReport(mode, reason, read, added, previous_end, time.perf_counter() - started)

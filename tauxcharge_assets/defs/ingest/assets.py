@@ -35,6 +35,7 @@ from tauxcharge_assets.elastic.indices import IndexNames, drop_expired_daily
 from tauxcharge_assets.elastic.queries import count_documents, count_malformed_timestamps
 from tauxcharge_assets.window.incremental import ElasticsearchReader, ShardReader, update_window
 from tauxcharge_assets.window.rolling import RollingWindow
+from tauxcharge_assets.window.shared_store import SharedWindowStore
 from tauxcharge_assets.window.store import WindowStore
 
 
@@ -73,6 +74,11 @@ class ExtractConfig(Config):
     max_gap_ticks: int = Field(default=12, description="How many ticks back the previous window may end")
     shard_index: int = Field(default=0, description="The name shard this run reads (set by shard_run_config)")
     shard_count: int = Field(default=1, description="How many name shards the names are split into; 1: all names")
+    shared_window: bool = Field(
+        default=True,
+        description="Keep the window ending on each hour in Elasticsearch too, and start from it on a worker "
+        "without a window of its own (window.shared_store)",
+    )
 
 
 @tick_asset(
@@ -95,7 +101,9 @@ def raw_es_extract(
         only = shard.prefilter(load_name_ids(client, elasticsearch.indices.names)) if shard.sharded else None
         return for_each_partition(
             context,
-            lambda key, _last: _extract(key, config, client, index, malformed, carry, shard, only),
+            lambda key, _last: _extract(
+                key, config, client, index, elasticsearch.indices.window_state, malformed, carry, shard, only
+            ),
             totals=("documents_read",),
         )
 
@@ -105,6 +113,7 @@ def _extract(
     config: ExtractConfig,
     client: Elasticsearch,
     index: str,
+    state_index: str,
     malformed: int,
     carry: bool,
     shard: Shard,
@@ -119,6 +128,7 @@ def _extract(
         incremental=config.incremental,
         overlap_minutes=config.overlap_minutes,
         max_gap=config.max_gap_ticks,
+        shared=SharedWindowStore(client, state_index, index + shard.suffix) if config.shared_window else None,
     )
     counts = value_counts(window, CleaningRules())
     extract = RawExtract(
