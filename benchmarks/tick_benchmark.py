@@ -57,11 +57,15 @@ class Settings:
     dagster_runs: bool = True
     backfill_functions: bool = False
     steady_only: bool = False  # only the steady tick, with its stage timers (a quick look after a change)
+    only: tuple[str, ...] = ()  # of SCENARIOS: run just these after the steady tick (empty: all)
     stub_model: bool = False  # CI: a last-value forecaster instead of the trained LSTM (no TensorFlow)
     in_process: bool = False
     training: dict[str, Any] = field(
         default_factory=lambda: {"epochs": 1, "training_days": 2.0, "sample_stride": 12, "max_training_windows": 30000}
     )
+
+
+SCENARIOS = ("cold", "new_worker", "naive", "dagster", "shards", "backfill")
 
 
 def dataset_prefix(names: int) -> str:
@@ -385,22 +389,36 @@ def run_benchmark(settings: Settings, log=print) -> dict:
         if settings.steady_only:
             continue
         scale["incremental_equals_cold"] = incremental_equals_cold(prefix, timed[-1])
-        log(f"[{dataset.n_names} names] cold ...")
-        scale["cold"] = summarise(scenario("cold", timed, [], prefix, settings, profile=False))
-        if dataset.n_names <= settings.naive_max_names:
+
+        def wanted(name: str) -> bool:
+            return not settings.only or name in settings.only
+
+        if wanted("cold"):
+            log(f"[{dataset.n_names} names] cold ...")
+            scale["cold"] = summarise(scenario("cold", timed, [], prefix, settings, profile=False))
+        if wanted("new_worker"):
+            # The window ending on the hour before the timed ticks is kept in Elasticsearch by the tick ending
+            # then; each timed tick starts with no local state at all, as on a new machine.
+            hour = (partition_end(timed[0]) - pd.Timedelta(minutes=STEP_MINUTES)).floor("h")
+            log(f"[{dataset.n_names} names] new worker ...")
+            from tauxcharge_assets.defs.partitions import partition_key_ending_at
+
+            on_the_hour = [partition_key_ending_at(hour)]
+            scale["new_worker"] = summarise(scenario("new_worker", timed, on_the_hour, prefix, settings, False))
+        if dataset.n_names <= settings.naive_max_names and wanted("naive"):
             log(f"[{dataset.n_names} names] naive ...")
             scale["naive"] = summarise(scenario("naive", timed, [], prefix, settings, profile=False))
-        if settings.dagster_runs:
+        if settings.dagster_runs and wanted("dagster"):
             log(f"[{dataset.n_names} names] dagster runs ...")
             if settings.in_process:
                 scale["dagster_run"] = summarise(scenario("dagster_inprocess", timed, warm, prefix, settings, False))
             else:
                 scale["dagster_run"] = summarise(dagster_runs(timed, warm, prefix))
             scale["storage_bytes"] = storage_per_partition(timed[-1], prefix)
-        if settings.shards and dataset is datasets[-1]:
+        if settings.shards and dataset is datasets[-1] and wanted("shards"):
             log(f"[{dataset.n_names} names] {settings.shards} name shards at once ...")
             scale["shards"] = sharded_ticks(timed, [*prime, *warm], prefix, settings.shards, settings)
-        if backfill:
+        if backfill and wanted("backfill"):
             log(f"[{dataset.n_names} names] backfill of {len(day)} partitions ...")
             if settings.in_process or settings.backfill_functions:
                 scale["backfill_functions"] = scenario("backfill_functions", day, [], prefix, settings, False)
@@ -435,6 +453,7 @@ def main() -> None:
     parser.add_argument("--backfill-functions", action="store_true", help="also time the backfill without Dagster")
     parser.add_argument("--small", action="store_true", help="the CI version: 20 names x 2 days, in this process")
     parser.add_argument("--steady-only", action="store_true", help="only the steady tick; prints its stage timers")
+    parser.add_argument("--only", default="", help=f"after the steady tick, only these of {', '.join(SCENARIOS)}")
     parser.add_argument("--json", help="write the raw results here")
     parser.add_argument("--markdown", help="replace the 'Tick performance at 10,000 names' section of this file")
     args = parser.parse_args()
@@ -452,6 +471,7 @@ def main() -> None:
         dagster_runs=not args.no_dagster,
         backfill_functions=args.backfill_functions,
         steady_only=args.steady_only,
+        only=tuple(name for name in args.only.split(",") if name),
     )
     if args.small:
         settings = small_settings(settings)

@@ -98,6 +98,11 @@ def render(results: dict[str, Any]) -> str:
     )
     row("cold tick, functions (whole 24 h window)", [_cell(scales[n], "cold") for n in names], "≤ 20 s at 10,000")
     row(
+        "tick on a new worker, functions (no local state; the hourly window from Elasticsearch)",
+        [_cell(scales[n], "new_worker") for n in names],
+        "≤ 20 s at 10,000 (cold start)",
+    )
+    row(
         "steady tick, functions, without the anomaly step",
         [_seconds(scales[n].get("steady", {}).get("without_anomalies_median_s")) for n in names],
     )

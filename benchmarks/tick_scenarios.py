@@ -254,6 +254,8 @@ def run_ticks(
     runs = []
     profile_text = ""
     for key in keys:
+        if scenario == "new_worker":
+            forget_local_state()
         timers = Timers()
         instrument(timers)
         started = time.perf_counter()
@@ -276,6 +278,16 @@ def run_ticks(
         pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(15)
         profile_text = out.getvalue()
     return {"runs": runs, "profile": profile_text}
+
+
+def forget_local_state() -> None:
+    """What a new worker lacks: every window, kept forecast and detector checkpoint on local disk."""
+    import shutil
+
+    from tauxcharge_assets.settings import data_dir
+
+    for folder in ("rolling_window", "forecast_window", "detector_state"):
+        shutil.rmtree(data_dir() / folder, ignore_errors=True)
 
 
 def run_backfill_functions(keys: list[str]) -> dict[str, object]:
@@ -329,7 +341,8 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "scenario", choices=["steady", "cold", "naive", "shard", "backfill_functions", "dagster_inprocess"]
+        "scenario",
+        choices=["steady", "cold", "new_worker", "naive", "shard", "backfill_functions", "dagster_inprocess"],
     )
     parser.add_argument("--keys", required=True, help="comma-separated partition keys to time")
     parser.add_argument("--warmup", default="", help="comma-separated partition keys run first, untimed")

@@ -56,11 +56,14 @@ def test_the_small_benchmark_runs_and_incremental_equals_cold(
     assert scale["incremental_equals_cold"] is True
     assert scale["steady"]["reads"] == ["incremental"] * settings.runs
     assert scale["cold"]["reads"] == ["cold"] * settings.runs
+    assert scale["new_worker"]["reads"] == ["incremental"] * settings.runs  # from the window kept in Elasticsearch
     for scenario in ("steady", "cold", "naive", "dagster_run"):
         assert scale[scenario]["median_s"] > 0 and len(scale[scenario]["runs_s"]) == settings.runs
     assert {"fetch", "clean", "sequences", "forecast", "forecast.write"} <= set(scale["steady"]["stages_median_s"])
     assert scale["backfill_functions"]["partitions"] == settings.backfill_partitions
-    assert scale["backfill_functions"]["reads"] == {"cold": 1, "incremental": settings.backfill_partitions - 1}
+    # the first partition reads cold, or from the hourly window an earlier scenario kept in Elasticsearch
+    reads = scale["backfill_functions"]["reads"]
+    assert sum(reads.values()) == settings.backfill_partitions and reads.get("cold", 0) <= 1
     assert scale["storage_bytes"]["cleaned_series"] > 0
     assert scale["backfill_range_inprocess"]["partitions"] == settings.backfill_partitions  # one run, the range
     assert scale["shards"]["count"] == 2 and all(shard["median_s"] > 0 for shard in scale["shards"]["shards"])
