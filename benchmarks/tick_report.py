@@ -153,7 +153,6 @@ def render(results: dict[str, Any]) -> str:
         ("naive", "peak RSS, naive tick process"),
     ):
         row(label, [_mib(scales[n].get(key, {}).get("peak_rss_mib")) for n in names], "≤ 2 GiB at 10,000")
-    row("peak RSS, backfill process", [_mib(scales[n].get("backfill_dagster", {}).get("peak_rss_mib")) for n in names])
     lines += ["", "Steady tick, median seconds per stage (`stage.call` = time inside that call):", ""]
     stages = sorted({s for n in names for s in scales[n].get("steady", {}).get("stages_median_s", {})}, key=_order)
     lines += ["| stage | " + " | ".join(f"{int(n):,} names" for n in names) + " |", "|---" * (len(names) + 1) + "|"]

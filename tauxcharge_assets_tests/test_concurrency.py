@@ -310,9 +310,13 @@ def test_a_backfill_killed_halfway_then_rerun_holds_600_forecasts_per_issue_time
     query = {"terms": {"partition_key": [key(s) for s in RERUN]}}
     killed = shared.start(tmp_path, 1, BACKFILL, first, last)
     deadline = time.monotonic() + RUN_TIMEOUT_S
-    while count_documents(client, index, query) < 6 * PER_PARTITION and killed.poll() is None:
+    def written_now() -> int:  # a range run refreshes the index only after its last partition: refresh here
+        refresh_index(client, index)
+        return count_documents(client, index, query)
+
+    while written_now() < 6 * PER_PARTITION and killed.poll() is None:
         assert time.monotonic() < deadline, "the backfill did not reach half its partitions"
-        time.sleep(0.2)
+        time.sleep(0.02)
     killed.send_signal(signal.SIGKILL)
     killed.communicate(timeout=60)
     assert killed.returncode == -signal.SIGKILL  # it died halfway, it did not finish

@@ -7,6 +7,7 @@ documents keep arriving.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ from tauxcharge_assets.data.cleaning import CleaningRules, clean_series, clean_w
 from tauxcharge_assets.data.documents import DocumentBatch, from_sources
 from tauxcharge_assets.data.simulator import SimulationSpec, simulate
 from tauxcharge_assets.defs.resources import ElasticsearchResource
-from tauxcharge_assets.elastic.bulk import bulk_write
+from tauxcharge_assets.elastic.bulk import bulk_write, deterministic_id
 from tauxcharge_assets.window.incremental import ElasticsearchReader, cold_window, update_window
 from tauxcharge_assets.window.shared_store import SharedWindowStore, window_bytes, window_from_bytes
 from tauxcharge_assets.window.store import WindowStore
@@ -256,7 +257,8 @@ def test_a_new_worker_starts_from_the_hourly_window_in_elasticsearch(
 ) -> None:
     """Ticks on one worker keep the window ending on the hour in Elasticsearch; a worker with no window of
     its own, 40 minutes later, starts from it and reads only what came since: the same cleaning as a cold
-    read. A window with a chunk missing is not used; one older than ``max_gap`` ticks is not either."""
+    read. A window whose rewrite died half-way is not used (no error); one older than ``max_gap`` ticks is
+    not either."""
     client, index = es_resource.get_client(), es_resource.indices.metrics
     end = pd.Timestamp("2026-03-04 00:00", tz="UTC")
     sim = simulate(SimulationSpec(n_names=10, days=1.2, end=end, seed=8, late_rate=0.2, duplicate_rate=0.1))
@@ -273,9 +275,15 @@ def test_a_new_worker_starts_from_the_hourly_window_in_elasticsearch(
     assert report.documents_read < read / 5
     hour = end - 12 * STEP
     assert shared.latest_before(hour + STEP).end == hour
-    chunk = {"key": index, "window_end": hour.isoformat(), "chunk": 1, "chunks": 2, "state": ""}
-    assert bulk_write(client, es_resource.indices.window_state, [("half", chunk)])
-    assert shared.latest_before(hour + STEP) is None  # "chunks: 2" now, one of them missing: not used
+    # A rewrite of that window that died after its first chunk (of 2): its chunk 0 replaced the good one.
+    torn = {"key": index, "window_end": hour.isoformat(), "chunk": 0, "chunks": 2, "digest": "torn", "state": "eA=="}
+    chunk_id = deterministic_id("window-state", index, hour.isoformat(), 0)
+    assert bulk_write(client, es_resource.indices.window_state, [(chunk_id, torn)])
+    assert shared.latest_before(hour + STEP) is None  # neither write is whole: not used, no error
+    later_end = (hour + STEP).isoformat()  # whole and its digest right, but not a window: skipped, no error
+    garbage = {**torn, "window_end": later_end, "chunks": 1, "digest": hashlib.sha256(b"eA==").hexdigest()}
+    assert bulk_write(client, es_resource.indices.window_state, [("garbage", garbage)])
+    assert shared.latest_before(hour + 2 * STEP) is None
     _, report = update_window(reader, end + 3 * STEP, WindowStore(tmp_path / "newer"), shared=shared)
     assert report.mode == "cold"
 

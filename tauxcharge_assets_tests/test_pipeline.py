@@ -164,7 +164,8 @@ def _documents(pipeline: Pipeline) -> dict[str, dict[str, dict]]:
 
 def test_a_single_run_backfill_of_the_range_equals_the_per_partition_runs(pipeline: Pipeline, tmp_path) -> None:
     """One Dagster run over the four partitions (``BackfillPolicy.single_run``, as the UI launches a backfill)
-    writes exactly the documents, ids and anomalies of the per-partition runs, from no stored state at all."""
+    writes exactly the documents, ids and anomalies of the per-partition runs, with no local state (a fresh
+    worker; the detector's checkpoints and the hourly window are in Elasticsearch)."""
     before = _documents(pipeline)
     assert before[pipeline.es.indices.forecasts] and before[pipeline.es.indices.anomalies]
     for folder in ("rolling_window", "forecast_window", "detector_state"):  # a fresh worker: nothing kept

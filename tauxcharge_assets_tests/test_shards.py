@@ -128,7 +128,8 @@ def _output(value: int) -> Output:
 
 
 def test_a_range_run_stores_one_file_per_partition_and_loads_them_one_at_a_time(tmp_path: Path) -> None:
-    manager = RetainedFilesystemIOManager(base_dir=str(tmp_path / "storage"), keep_latest=1, keep_written=1)
+    storage = str(tmp_path / "storage")
+    manager = RetainedFilesystemIOManager(base_dir=storage, keep_latest=1, keep_written=1, keep_recent_s=0)
     _loaded_types.clear()
     result = materialize(
         [day_number, day_square],
@@ -145,6 +146,12 @@ def test_a_range_run_stores_one_file_per_partition_and_loads_them_one_at_a_time(
     assert {e.metadata["partitions"].value for e in events} == {5}  # each partition's own, plus the range's
     single = materialize([day_number], resources={"io_manager": manager}, partition_key="2026-11-09")
     assert single.success and single.output_for_node("day_number") == 9
+    kept = sorted(p.name for p in (tmp_path / "storage" / "day_number").iterdir() if not p.name.startswith("."))
+    assert kept == [f"2026-11-0{d}" for d in (3, 4, 5, 6, 7, 9)]  # the leased range survives the retention rule
+    expired = RetainedFilesystemIOManager(base_dir=storage, keep_latest=1, keep_written=1, keep_recent_s=0, lease_s=0)
+    assert materialize([day_number], resources={"io_manager": expired}, partition_key="2026-11-10").success
+    kept = sorted(p.name for p in (tmp_path / "storage" / "day_number").iterdir())
+    assert kept == ["2026-11-10"]  # the lease expired (and went): the rule applies again
 
 
 def test_a_sharded_run_keeps_its_outputs_in_its_own_folder(tmp_path: Path) -> None:

@@ -430,7 +430,7 @@ def _backfill(args: argparse.Namespace) -> int:
         raise UserFacingError(f"--start {args.start} is after --end {args.end}: swap them.", EXIT_USAGE)
     keys = tick_partitions.get_partition_keys_in_range(PartitionKeyRange(args.start, args.end))
     resources = tick_resources(_elasticsearch(args.es_attempts), mlflow_from_env())
-    per_run = args.partitions_per_run or len(keys)
+    per_run = args.partitions_per_run
     chunks = [keys[i : i + per_run] for i in range(0, len(keys), per_run)]
     print(f"backfilling {len(keys)} partitions {keys[0]} .. {keys[-1]} in {len(chunks)} run(s)", flush=True)
     instance = dagster_instance()
@@ -765,8 +765,9 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument(
         "--partitions-per-run",
         type=_positive_int,
-        help="at most this many partitions per run, the runs one after the other (default: the whole range in one "
-        "run; 1: a run per partition, as before single-run backfills)",
+        default=288,
+        help="at most this many partitions per run, the runs one after the other (default: 288, a day: progress "
+        "per day, and at most a day of outputs on disk; 1: a run per partition)",
     )
     _es_attempts(backfill)
 

@@ -18,13 +18,13 @@ that updated its window incrementally and a cold read of the same documents clea
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from tauxcharge_assets.data.documents import from_frame
-from tauxcharge_assets.data.shards import Shard
+from tauxcharge_assets.data.shards import UNSHARDED, Shard
 from tauxcharge_assets.settings import STEP_MINUTES
 from tauxcharge_assets.window.rolling import RollingWindow, add_documents, empty_window
 
@@ -42,7 +42,7 @@ class CleanedSeries:
     observed: pd.DataFrame  # grid x names; True where a valid document was found
     counts: dict[str, int]
     rules: CleaningRules = CleaningRules()  # what produced it: the quarantine lists documents by the same rules
-    shard: Shard = field(default_factory=Shard)  # the name shard it holds (data.shards); every name by default
+    shard: Shard = UNSHARDED  # the name shard it holds (data.shards); every name by default
 
     @property
     def names(self) -> list[str]:

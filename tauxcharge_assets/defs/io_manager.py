@@ -17,9 +17,10 @@ run's output between its write and its read (``test_concurrency``).
 
 A range run (``defs.ranges``: a backfill as one run) hands over a ``PartitionOutputs``: each
 partition's file is moved to that partition's path, and a downstream step of the range gets a
-``LazyPartitions`` that loads one partition at a time. The range's files are kept while it runs: its
-steps read them up to ``keep_recent_s`` after they were written (30 minutes by default; a 7-day range
-at 1,000 names spends a few minutes per asset).
+``LazyPartitions`` that loads one partition at a time. A range's steps may read its files long after
+they were written (a 7-day range spends minutes per asset), so the range leaves a lease in the asset's
+folder (``.range-<first>--<last>``): no prune deletes a partition inside a lease touched in the last
+``lease_s`` seconds, and every step that loads the range touches it again.
 """
 
 from __future__ import annotations
@@ -35,11 +36,12 @@ from dagster import ConfigurableIOManagerFactory, InputContext, OutputContext, U
 from pydantic import Field
 from upath import UPath
 
-from tauxcharge_assets.data.shards import Shard
+from tauxcharge_assets.data.shards import UNSHARDED, Shard
 from tauxcharge_assets.defs.ranges import LazyPartitions, PartitionOutputs
 from tauxcharge_assets.window.retention import modified_time, outside_retention
 
 TEMPORARY_SUFFIX = ".tmp"
+LEASE_PREFIX, LEASE_SEPARATOR = ".range-", "--"
 
 
 class RetainedPickleIOManager(UPathIOManager):
@@ -47,7 +49,13 @@ class RetainedPickleIOManager(UPathIOManager):
     lays the paths out), then applies the retention rule to that asset's partitions."""
 
     def __init__(
-        self, base_path: UPath, keep_latest: int, keep_written: int, keep_recent_s: float, shard: Shard = Shard()
+        self,
+        base_path: UPath,
+        keep_latest: int,
+        keep_written: int,
+        keep_recent_s: float,
+        shard: Shard = UNSHARDED,
+        lease_s: float = 3600.0,
     ) -> None:
         super().__init__(base_path=base_path)
         self.root = base_path
@@ -55,6 +63,7 @@ class RetainedPickleIOManager(UPathIOManager):
         self.keep_latest = keep_latest
         self.keep_written = keep_written
         self.keep_recent_s = keep_recent_s
+        self.lease_s = lease_s
 
     def handle_output(self, context: OutputContext, obj: Any) -> None:
         if not (context.has_asset_partitions and len(context.asset_partition_keys) > 1):
@@ -65,14 +74,22 @@ class RetainedPickleIOManager(UPathIOManager):
                 "must return a PartitionOutputs (defs.ranges.for_each_partition), not a "
                 f"{type(obj).__name__}"
             )
-        paths = {key: Path(str(self._partition_path(context, key))) for key in context.asset_partition_keys}
+        keys = list(context.asset_partition_keys)
+        paths = {key: Path(str(self._partition_path(context, key))) for key in keys}
+        folder = next(iter(paths.values())).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        _lease(folder, keys).touch()  # before the move: a concurrent prune never sees the range unleased
         obj.move_to(paths)
-        self.prune(next(iter(paths.values())).parent)
+        self.prune(folder)
 
     def load_input(self, context: InputContext) -> Any:
         if not (context.has_asset_key and context.has_asset_partitions and len(context.asset_partition_keys) > 1):
             return super().load_input(context)
-        paths = {key: Path(str(self._partition_path(context, key))) for key in context.asset_partition_keys}
+        keys = list(context.asset_partition_keys)
+        paths = {key: Path(str(self._partition_path(context, key))) for key in keys}
+        lease = _lease(next(iter(paths.values())).parent, keys)
+        if lease.exists():
+            lease.touch()  # this step reads the range from now on: keep it leased
         missing = [key for key, path in paths.items() if not path.exists()]
         if missing:
             raise FileNotFoundError(
@@ -107,7 +124,20 @@ class RetainedPickleIOManager(UPathIOManager):
         """The retention rule over the folder's outputs; another writer's file still being written (a
         temporary one) is left alone unless it is an hour old (its writer died)."""
         files = [f for f in folder.iterdir() if f.is_file()]  # a shard's folder is pruned by that shard's runs
-        outputs = [f for f in files if not f.name.endswith(TEMPORARY_SUFFIX)]
+        leased: list[tuple[str, str]] = []
+        for lease in (f for f in files if f.name.startswith(LEASE_PREFIX)):
+            if time.time() - modified_time(lease) > self.lease_s:
+                lease.unlink(missing_ok=True)
+            else:
+                first, _, last = lease.name[len(LEASE_PREFIX) :].partition(LEASE_SEPARATOR)
+                leased.append((first, last))
+        outputs = [
+            f
+            for f in files
+            if not f.name.endswith(TEMPORARY_SUFFIX)
+            and not f.name.startswith(LEASE_PREFIX)
+            and not any(first <= f.name <= last for first, last in leased)  # keys sort as time does
+        ]
         for old in outside_retention(outputs, self.keep_latest, self.keep_written, self.keep_recent_s):
             old.unlink(missing_ok=True)
         for stale in (f for f in files if f.name.endswith(TEMPORARY_SUFFIX)):
@@ -116,6 +146,10 @@ class RetainedPickleIOManager(UPathIOManager):
 
     def load_from_path(self, context: InputContext, path: UPath) -> Any:
         return _unpickle(Path(str(path)))
+
+
+def _lease(folder: Path, keys: list[str]) -> Path:
+    return folder / f"{LEASE_PREFIX}{min(keys)}{LEASE_SEPARATOR}{max(keys)}"
 
 
 def _unpickle(path: Path) -> Any:
@@ -130,16 +164,19 @@ class RetainedFilesystemIOManager(ConfigurableIOManagerFactory):
     keep_latest: int = Field(default=2, description="Partitions with the latest keys kept per asset")
     keep_written: int = Field(default=2, description="Most recently written partitions kept per asset")
     keep_recent_s: float = Field(
-        default=1800.0,
-        description="Outputs written this recently are kept: a running run may still read them (a Dagster "
-        "tick at 10,000 names takes ~20 s; a backfill run's next step reads its range minutes later)",
+        default=300.0,
+        description="Outputs written this recently are kept: a concurrent run may still read them (a Dagster "
+        "tick at 10,000 names takes ~20 s)",
     )
 
+    lease_s: float = Field(
+        default=3600.0, description="A range run's outputs are kept this long after its last step touched them"
+    )
     shard_index: int = Field(default=0, description="The name shard of the run (set by shard_run_config)")
     shard_count: int = Field(default=1, description="How many name shards; 1: outputs at <asset>/<partition>")
 
     def create_io_manager(self, context: Any) -> RetainedPickleIOManager:
         shard = Shard(self.shard_index, self.shard_count)
         return RetainedPickleIOManager(
-            UPath(self.base_dir), self.keep_latest, self.keep_written, self.keep_recent_s, shard
+            UPath(self.base_dir), self.keep_latest, self.keep_written, self.keep_recent_s, shard, self.lease_s
         )

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from elasticsearch import Elasticsearch
 
-from tauxcharge_assets.data.shards import Shard
+from tauxcharge_assets.data.shards import UNSHARDED, Shard
 from tauxcharge_assets.detection.detector import FIELDS, DetectorConfig, DetectorState
 from tauxcharge_assets.elastic.bulk import bulk_write, delete_documents, deterministic_id, scan_pages
 from tauxcharge_assets.settings import to_utc
@@ -54,7 +54,7 @@ def state_documents(
     base64 of its float64 bytes: exact, infinities included, and ~40x less JSON than one list per name
     (measured at 10,000 names: 12 s to write as 10,000 documents of number lists). Ids come from the
     hour, the name shard and the chunk: rewriting a checkpoint never duplicates it, shards never collide."""
-    shard = shard or Shard()
+    shard = shard or UNSHARDED
     state = checkpoint.state
     order = np.argsort(np.asarray(state.names, dtype=object), kind="stable")
     at = to_utc(checkpoint.end).isoformat()
@@ -109,7 +109,7 @@ class CheckpointStore:
     index: str
     config: DetectorConfig = dataclasses.field(default_factory=DetectorConfig)
     keep_days: int = 7
-    shard: Shard = dataclasses.field(default_factory=Shard)
+    shard: Shard = UNSHARDED
 
     @property
     def local(self) -> WindowStore:

@@ -17,7 +17,7 @@ import pandas as pd
 from dagster import MetadataValue
 from elasticsearch import Elasticsearch
 
-from tauxcharge_assets.data.shards import Shard
+from tauxcharge_assets.data.shards import UNSHARDED, Shard
 from tauxcharge_assets.detection.checkpoints import Checkpoint, CheckpointStore, checkpoint_hour
 from tauxcharge_assets.detection.detector import Z90, DetectorConfig, DetectorState, severity, step
 from tauxcharge_assets.elastic.bulk import bulk_write, delete_documents, deterministic_id, scan_pages
@@ -307,7 +307,7 @@ def report_tick(
     its own names' stale anomalies. ``refresh=False`` (a range's partitions but its last) leaves the anomalies
     to the index's own refresh."""
     end = to_utc(window_end)
-    shard = shard or Shard()
+    shard = shard or UNSHARDED
     checkpoints = CheckpointStore(client, indices.detector_state, config, shard=shard)
     first_evaluated = end - STEP * min(evaluated_slots, max(len(actuals), 1))
     window_start = actuals.index[0] if len(actuals) else end
@@ -324,6 +324,8 @@ def report_tick(
         earlier, source = kept.between(since, end), "the previous tick (kept_forecasts)"
     else:
         earlier, source = fetch_forecasts(client, indices.forecasts, since, end, issued_by=as_of), "elasticsearch"
+        if shard.sharded and len(earlier):
+            earlier = earlier.loc[shard.owns(earlier["name"].to_numpy(dtype=object))].reset_index(drop=True)
     scores = score_tick(actuals, earlier, checkpoint, config, evaluated_slots)
     keep = scores.checkpoint
     # A checkpoint, once written, is never rewritten from a later tick's data (a backfill equals the live run).
@@ -336,14 +338,14 @@ def report_tick(
     documents = list(anomaly_documents(scores.flagged, partition_key, end))
     written = bulk_write(client, indices.anomalies, documents, refresh=refresh)
     # A rerun (a backfill after a detector or model change) must not leave what it no longer finds.
-    this_partition: dict[str, Any] = {"term": {"partition_key": partition_key}}
-    if shard.sharded:
-        names = [str(name) for name in actuals.columns]
-        this_partition = {"bool": {"filter": [this_partition, {"terms": {"name": names}}]}}
-    earlier_ids = {  # ids only: no _source, no doc values
+    # A name shard removes only its own names' (whether or not they are still in its window).
+    this_partition = {"term": {"partition_key": partition_key}}
+    earlier_ids = {  # ids (and names, for a shard) only: no _source
         hit["_id"]
-        for page in scan_pages(client, indices.anomalies, this_partition, with_ids=True, docvalue_fields=[])
+        for page in scan_pages(client, indices.anomalies, this_partition, with_ids=True,
+                               docvalue_fields=["name"] if shard.sharded else [])
         for hit in page
-    }
+        if not shard.sharded or shard.owns([hit.get("fields", {}).get("name", [None])[0]])[0]
+    }  # fmt: skip
     removed = delete_documents(client, indices.anomalies, earlier_ids - {doc_id for doc_id, _ in documents})
     return TickReport(scores, source, len(earlier), written, removed, checkpoint_written, config)

@@ -135,6 +135,7 @@ _TEMPLATES: dict[str, dict[str, Any]] = {
             "window_end": {"type": "date"},
             "chunk": {"type": "integer"},
             "chunks": {"type": "integer"},
+            "digest": {"type": "keyword"},  # sha256 of the whole write: chunks of two writes never mix
             "state": {"type": "binary"},  # not searchable, kept in _source only
         },
     },

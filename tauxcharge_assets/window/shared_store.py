@@ -10,13 +10,16 @@ any earlier window equals a cold read: ``window.rolling``).
 The window is stored as numpy arrays (``np.savez``, no pickle: what Elasticsearch returns is never
 executed) with the names and recent ids as JSON, compressed (zlib level 1), base64 in ``binary``
 fields of documents of at most ``CHUNK_BYTES``; ids come from the store key, the window's end and the
-chunk, so rewriting never duplicates. Windows more than ``keep_hours`` older than the newest written are
-deleted by id (this build has no delete-by-query).
+chunk, so rewriting never duplicates. Every chunk carries the digest of the whole: chunks of two writes
+of one window (a writer that died half-way, two writers at once) are never mixed, and a window that
+does not decode is skipped like a missing one. Windows more than ``keep_hours`` older than the one just
+written are deleted by id, whatever their key (this build has no delete-by-query).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import zlib
@@ -33,6 +36,7 @@ from tauxcharge_assets.window.rolling import RollingWindow
 
 CHUNK_BYTES = 8 * 2**20
 FORMAT = 1
+_DECODE_ERRORS = (zlib.error, ValueError, KeyError, OSError, json.JSONDecodeError, TypeError)
 _ARRAYS = ("present", "count", "value", "ingested", "off_grid", "slot_documents", "slot_unplaced", "slot_non_numeric")
 
 
@@ -91,21 +95,31 @@ class SharedWindowStore:
 
     def save(self, window: RollingWindow) -> int:
         data = base64.b64encode(window_bytes(window)).decode("ascii")
+        digest = hashlib.sha256(data.encode("ascii")).hexdigest()
         chunks = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [""]
         at = window.end.isoformat()
         documents = [
             (
                 deterministic_id("window-state", self.key, at, number),
-                {"key": self.key, "window_end": at, "chunk": number, "chunks": len(chunks), "state": chunk},
+                {
+                    "key": self.key,
+                    "window_end": at,
+                    "chunk": number,
+                    "chunks": len(chunks),
+                    "digest": digest,
+                    "state": chunk,
+                },
             )
             for number, chunk in enumerate(chunks)
         ]
         written = bulk_write(self.client, self.index, documents, chunk_size=1, refresh=True)
-        expired = (window.end - pd.Timedelta(hours=self.keep_hours)).isoformat()
-        old = {"bool": {"filter": [{"term": {"key": self.key}}, {"range": {"window_end": {"lt": expired}}}]}}
-        ids = [hit["_id"] for page in scan_pages(self.client, self.index, old, with_ids=True, docvalue_fields=[])
-               for hit in page]  # fmt: skip
-        delete_documents(self.client, self.index, ids)
+        this_window = [{"term": {"key": self.key}}, {"term": {"window_end": at}}]
+        leftover = {"bool": {"filter": this_window, "must_not": {"term": {"digest": digest}}}}  # an older write's
+        expired = {"range": {"window_end": {"lt": (window.end - pd.Timedelta(hours=self.keep_hours)).isoformat()}}}
+        for query in (leftover, expired):
+            ids = [hit["_id"] for page in scan_pages(self.client, self.index, query, with_ids=True, docvalue_fields=[])
+                   for hit in page]  # fmt: skip
+            delete_documents(self.client, self.index, ids)
         return written
 
     def latest_before(self, end: pd.Timestamp, max_gap: int = 12) -> RollingWindow | None:
@@ -114,22 +128,30 @@ class SharedWindowStore:
         since = end - max_gap * pd.Timedelta(minutes=STEP_MINUTES)
         within = {"range": {"window_end": {"gte": since.isoformat(), "lt": end.isoformat()}}}
         query = {"bool": {"filter": [{"term": {"key": self.key}}, within]}}
-        ends = _ends(self.client, self.index, query)
-        for window_end in sorted(ends, reverse=True):
-            hits = sorted(ends[window_end], key=lambda hit: hit["chunk"])
+        writes = _writes(self.client, self.index, query)
+        for window_end, digest in sorted(writes, reverse=True):
+            hits = sorted(writes[window_end, digest], key=lambda hit: hit["chunk"])
             if [hit["chunk"] for hit in hits] != list(range(hits[0]["chunks"])):
                 continue  # a chunk missing (a writer died mid-way): an older window, or a cold read
-            data = base64.b64decode("".join(hit["state"] for hit in hits))
-            window = window_from_bytes(data)
+            data = "".join(hit["state"] for hit in hits)
+            if hashlib.sha256(data.encode("ascii")).hexdigest() != digest:
+                continue
+            try:
+                window = window_from_bytes(base64.b64decode(data))
+            except _DECODE_ERRORS:
+                continue  # written by another version of this code: as if missing
             if window is not None and window.end == window_end:
                 return window
         return None
 
 
-def _ends(client: Elasticsearch, index: str, query: dict[str, Any]) -> dict[pd.Timestamp, list[dict[str, Any]]]:
-    found: dict[pd.Timestamp, list[dict[str, Any]]] = {}
+def _writes(
+    client: Elasticsearch, index: str, query: dict[str, Any]
+) -> dict[tuple[pd.Timestamp, str], list[dict[str, Any]]]:
+    """The chunks found, by (window end, digest of the write they belong to)."""
+    found: dict[tuple[pd.Timestamp, str], list[dict[str, Any]]] = {}
     for page in scan_pages(client, index, query, page_size=10):
         for hit in page:
             source = hit["_source"]
-            found.setdefault(to_utc(source["window_end"]), []).append(source)
+            found.setdefault((to_utc(source["window_end"]), str(source.get("digest"))), []).append(source)
     return found

@@ -6,7 +6,7 @@ pointing at the stored window, so what Dagster persists per partition stays smal
 """
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pandas as pd
 from dagster import (
@@ -26,7 +26,7 @@ from pydantic import Field
 from tauxcharge_assets.data import cleaning, quarantine
 from tauxcharge_assets.data.cleaning import CleanedSeries, CleaningRules, clean_window, value_counts
 from tauxcharge_assets.data.name_ids import load_name_ids
-from tauxcharge_assets.data.shards import Shard
+from tauxcharge_assets.data.shards import UNSHARDED, Shard
 from tauxcharge_assets.defs.partitions import tick_window
 from tauxcharge_assets.defs.ranges import for_each_partition, one_or_range, tick_asset
 from tauxcharge_assets.defs.resources import ElasticsearchResource, unavailable_as_failure
@@ -52,7 +52,7 @@ class RawExtract:
     newest_timestamp: pd.Timestamp | None
     # In a range run the window travels with the summary: the store keeps only the last few windows.
     carried_window: RollingWindow | None = None
-    shard: Shard = field(default_factory=Shard)
+    shard: Shard = UNSHARDED
 
     def window(self) -> RollingWindow:
         if self.carried_window is not None:

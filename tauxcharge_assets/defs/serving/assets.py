@@ -34,8 +34,8 @@ class ForecastConfig(Config):
     plot_every_ticks: int = Field(
         default=12,
         ge=1,
-        description="The forecast plot (0.2 s) is drawn for one partition in this many (the top of each hour) "
-        "and for the newest partition of a run",
+        description="The forecast plot (0.2 s) is drawn for the partitions whose window ends at a minute that is a "
+        "multiple of 5 x this (12: the top of each hour), and for the newest partition of a range run",
     )
 
 
