@@ -352,6 +352,7 @@ def test_the_page_in_headless_chromium(dashboard: str, browser, world: World, tm
 
     # Capacity and health show what the world holds.
     assert "1 names forecast to reach 80 %" in text("capacity") and "next_hour" in text("capacity")
+    settled(lambda: "version 1 (champion)" in text("health"))  # the backtest table renders after the checks
     health = text("health")
     assert END.strftime("%Y-%m-%d %H:%M") in health and "champion version\n1" in health
     assert health.count("passed") == 6 and "not run" in health and "version 1 (champion)" in health
@@ -365,6 +366,7 @@ def test_the_page_in_headless_chromium(dashboard: str, browser, world: World, tm
     wait.until(lambda d: CHOSEN in " ".join(o.text for o in d.find_elements(By.CSS_SELECTOR, "[role='option']")))
     box.send_keys(Keys.ENTER)
     settled(lambda: f"{CHOSEN}: " in text("explorer") and section("explorer").find_elements(By.TAG_NAME, "svg"))
+    settled(lambda: "a 1-in-1e+09 spike of the test" in text("explorer"))  # the reasons render under the chart
     caption = text("explorer")
     assert f"{CHOSEN}: 288 actual values, {HISTORY_SLOTS} forecasts, 2 anomalies" in caption, caption
     assert f"latest forecast issued {END.isoformat()}" in caption
