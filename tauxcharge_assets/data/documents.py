@@ -218,13 +218,15 @@ def read_batch(
     return DocumentBatch.concat(batches, with_ids)
 
 
-def since_query(start: datetime, end: datetime, as_of: datetime, since: datetime) -> dict[str, Any]:
+def since_query(
+    start: datetime, end: datetime, as_of: datetime, since: datetime, only: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The window's documents (as of ``as_of``) with ``timestamp >= since`` or that arrived after ``since``.
 
     This is what an incremental tick reads: the new slices, plus any late document (old timestamp,
-    new ``ingested_at``) anywhere in the window.
+    new ``ingested_at``) anywhere in the window. ``only``: a clause the read also filters on (a name shard's).
     """
-    query = as_of_window_query(start, end, as_of)
+    query = _within(as_of_window_query(start, end, as_of), only)
     query["bool"]["filter"].append(
         {
             "bool": {
@@ -239,9 +241,11 @@ def since_query(start: datetime, end: datetime, as_of: datetime, since: datetime
     return query
 
 
-def before_query(start: datetime, end: datetime, as_of: datetime, since: datetime) -> dict[str, Any]:
+def before_query(
+    start: datetime, end: datetime, as_of: datetime, since: datetime, only: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The complement of ``since_query`` inside the window: old timestamps that arrived by ``since``."""
-    query = as_of_window_query(start, end, as_of)
+    query = _within(as_of_window_query(start, end, as_of), only)
     query["bool"]["filter"].append({"range": {"timestamp": {"lt": _iso(since)}}})
     query["bool"]["filter"].append(
         {
@@ -254,6 +258,12 @@ def before_query(start: datetime, end: datetime, as_of: datetime, since: datetim
             }
         }
     )
+    return query
+
+
+def _within(query: dict[str, Any], only: Mapping[str, Any] | None) -> dict[str, Any]:
+    if only is not None:
+        query["bool"]["filter"].append(only)
     return query
 
 
@@ -272,10 +282,10 @@ def read_window(
     Only the recent ones need ids (the next tick's read overlaps them); fetching ids for 2.88M
     documents would cost parsing time for nothing. ``only``: a clause both reads also filter on.
     """
-    before, recent_query = before_query(start, end, as_of, recent_since), since_query(start, end, as_of, recent_since)
-    if only is not None:
-        before["bool"]["filter"].append(only)
-        recent_query["bool"]["filter"].append(only)
+    before, recent_query = (
+        before_query(start, end, as_of, recent_since, only),
+        since_query(start, end, as_of, recent_since, only),
+    )
     with point_in_time(client, index) as pit:
         older = read_batch(client, index, before, pit=pit, slices=slices)
         recent = read_batch(client, index, recent_query, with_ids=True, pit=pit)

@@ -48,13 +48,12 @@ def checkpoint_hour(slot: pd.Timestamp) -> pd.Timestamp:
 
 
 def state_documents(
-    checkpoint: Checkpoint, names_per_document: int = NAMES_PER_DOCUMENT, shard: Shard | None = None
+    checkpoint: Checkpoint, names_per_document: int = NAMES_PER_DOCUMENT, shard: Shard = UNSHARDED
 ) -> list[tuple[str, dict]]:
     """The state in documents of ``names_per_document`` names each (names sorted), every array as the
     base64 of its float64 bytes: exact, infinities included, and ~40x less JSON than one list per name
     (measured at 10,000 names: 12 s to write as 10,000 documents of number lists). Ids come from the
     hour, the name shard and the chunk: rewriting a checkpoint never duplicates it, shards never collide."""
-    shard = shard or UNSHARDED
     state = checkpoint.state
     order = np.argsort(np.asarray(state.names, dtype=object), kind="stable")
     at = to_utc(checkpoint.end).isoformat()

@@ -298,7 +298,7 @@ def report_tick(
     evaluated_slots: int = 1,
     forecast_lookback_slots: int = 36,
     use_kept_forecasts: bool = True,
-    shard: Shard | None = None,
+    shard: Shard = UNSHARDED,
     refresh: bool = True,
 ) -> TickReport:
     """Score this tick's newest slots, keep the next hour's checkpoint and the one-step forecasts, write the
@@ -307,7 +307,6 @@ def report_tick(
     its own names' stale anomalies. ``refresh=False`` (a range's partitions but its last) leaves the anomalies
     to the index's own refresh."""
     end = to_utc(window_end)
-    shard = shard or UNSHARDED
     checkpoints = CheckpointStore(client, indices.detector_state, config, shard=shard)
     first_evaluated = end - STEP * min(evaluated_slots, max(len(actuals), 1))
     window_start = actuals.index[0] if len(actuals) else end
@@ -340,12 +339,10 @@ def report_tick(
     # A rerun (a backfill after a detector or model change) must not leave what it no longer finds.
     # A name shard removes only its own names' (whether or not they are still in its window).
     this_partition = {"term": {"partition_key": partition_key}}
-    earlier_ids = {  # ids (and names, for a shard) only: no _source
-        hit["_id"]
-        for page in scan_pages(client, indices.anomalies, this_partition, with_ids=True,
-                               docvalue_fields=["name"] if shard.sharded else [])
-        for hit in page
-        if not shard.sharded or shard.owns([hit.get("fields", {}).get("name", [None])[0]])[0]
-    }  # fmt: skip
+    hits = [hit for page in scan_pages(client, indices.anomalies, this_partition, with_ids=True,
+                                       docvalue_fields=["name"] if shard.sharded else [])
+            for hit in page]  # ids (and names, for a shard) only: no _source  # fmt: skip
+    names = [hit.get("fields", {}).get("name", [None])[0] for hit in hits]
+    earlier_ids = {hit["_id"] for hit, own in zip(hits, shard.owns(names), strict=True) if own}
     removed = delete_documents(client, indices.anomalies, earlier_ids - {doc_id for doc_id, _ in documents})
     return TickReport(scores, source, len(earlier), written, removed, checkpoint_written, config)

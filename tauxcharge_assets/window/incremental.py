@@ -73,9 +73,7 @@ class ElasticsearchReader:
         return read_window(self.client, self.index, start, end, as_of, recent_since, only=self.only)
 
     def since(self, start: pd.Timestamp, end: pd.Timestamp, as_of: pd.Timestamp, since: pd.Timestamp) -> DocumentBatch:
-        query = since_query(start, end, as_of, since)
-        if self.only is not None:
-            query["bool"]["filter"].append(self.only)
+        query = since_query(start, end, as_of, since, self.only)
         return read_batch(self.client, self.index, query, with_ids=True)
 
 
